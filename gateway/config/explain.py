@@ -1,0 +1,141 @@
+"""A plain-language summary of a loaded configuration, for `tlsgw check-config --explain`.
+
+It follows the path a flow takes (segment → profile → policies → proxies) so an operator
+can check that what they wrote means what they intended, without reading the YAML again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from gateway.config.model import (
+    ClientPolicy,
+    GatewayConfig,
+    InspectionProfile,
+    PortRange,
+    ServerPolicy,
+    TlsVersion,
+)
+
+
+def explain(cfg: GatewayConfig) -> str:
+    """The configuration as indented lines of text (no trailing newline)."""
+    g = cfg.gateway
+    lines = [
+        f"Configuration {cfg.source or '(unnamed)'}",
+        f"Bridge {g.bridge}; steering with {g.netfilter.backend.value} (table {g.netfilter.table}, "
+        f"mark {g.netfilter.mark:#x}, routing table {g.netfilter.route_table})",
+        f"SSL client inspection {_on(g.ssl_inspection.client)}, SSL server inspection {_on(g.ssl_inspection.server)}",
+        f"At most {g.limits.max_concurrent} inspected connections; above that new flows are "
+        f"{'bypassed' if g.limits.on_exceed.value == 'bypass' else 'blocked'}",
+        f"Handshake timeout {g.handshake_timeout:g}s, idle timeout {g.idle_timeout:g}s; "
+        f"inspection log {g.inspection_log}",
+    ]
+    if not g.segments:
+        lines.append("No segments: nothing is inspected.")
+    profiles = {p.name: p for p in cfg.profiles}
+    for i, segment in enumerate(g.segments):
+        lines.append(
+            f"Segment {segment.name}: clients on {segment.client_port}, servers on {segment.server_port}, "
+            f"listener port {g.listen_port + i}"
+        )
+        scope = []
+        if segment.vlans:
+            scope.append("VLANs " + ", ".join(map(str, segment.vlans)))
+        if segment.sources:
+            scope.append("from " + _join(segment.sources))
+        if segment.destinations:
+            scope.append("to " + _join(segment.destinations))
+        if scope:
+            lines.append("  only flows " + "; ".join(scope))
+        profile = profiles.get(segment.profile)
+        if profile is not None:
+            lines.extend("  " + line for line in _profile(cfg, profile))
+    unused = [p.name for p in cfg.profiles if all(s.profile != p.name for s in g.segments)]
+    if unused:
+        lines.append("Profiles not used by any segment: " + ", ".join(unused))
+    return "\n".join(lines)
+
+
+def _profile(cfg: GatewayConfig, profile: InspectionProfile) -> list[str]:
+    lines = [f"Profile {profile.name}" + (f" ({profile.description})" if profile.description else "")]
+    if not profile.server_policies and not profile.client_policies:
+        lines.append("  no policies: traffic passes uninspected")
+    if profile.server_policies and profile.client_policies:
+        lines.append("  a flow matching a server policy and a client policy is handled by the server policy")
+    for policy in profile.server_policies:
+        lines.extend("  " + line for line in _server_policy(cfg, policy))
+    for client_policy in profile.client_policies:
+        lines.extend("  " + line for line in _client_policy(cfg, client_policy))
+    return lines
+
+
+def _server_policy(cfg: GatewayConfig, policy: ServerPolicy) -> list[str]:
+    proxy = cfg.server_proxy(policy.server_proxy)
+    lines = [
+        f"Server policy {policy.name} ({_state(policy.enabled, policy.locked)}): server proxy {proxy.name}",
+        f"  decrypts {proxy.decrypted_service.value} to {_join(proxy.destinations)} on ports "
+        f"{_ports(proxy.detection_ports)}, {_protocols(proxy.protocols)}",
+        f"  certificates: {', '.join(proxy.certificates)} (chosen by SNI, fallback {proxy.certificates[0]})",
+    ]
+    if policy.source_exceptions:
+        lines.append(f"  never decrypted for clients in {_join(policy.source_exceptions)}")
+    return lines
+
+
+def _client_policy(cfg: GatewayConfig, policy: ClientPolicy) -> list[str]:
+    proxy = cfg.client_proxy(policy.client_proxy)
+    strict = [
+        f"{'blocks' if proxy.block_invalid_certificates else 'shows the client'} invalid certificates",
+        f"{'blocks' if proxy.block_expired_certificates else 'shows the client'} expired certificates",
+        f"keys under {proxy.min_key_length} bits are invalid",
+    ]
+    lines = [
+        f"Client policy {policy.name} ({_state(policy.enabled, policy.locked)}): client proxy {proxy.name}",
+        f"  decrypts {proxy.decrypted_service.value} on ports {_ports(proxy.detection_ports)}, "
+        f"{_protocols(proxy.protocols)}, forging with {proxy.signing_certificate}",
+        "  " + "; ".join(strict) + ("; HTTP/2 downgraded to HTTP/1.1" if proxy.downgrade_http2 else ""),
+    ]
+    if policy.decryption_policy is None:
+        lines.append("  no decryption policy: every domain is decrypted")
+    else:
+        dp = cfg.decryption_policy(policy.decryption_policy)
+        lines.append(f"  decryption policy {dp.name}:")
+        if dp.domains:
+            lines.append(f"    not decrypted: {', '.join(dp.domains)}")
+        for category in dp.categories:
+            count = len(cfg.categories.get(category, ()))
+            lines.append(f"    category {category} not decrypted ({count} domain{'' if count == 1 else 's'})")
+        if dp.category_overrides:
+            lines.append(f"    decrypted even so: {', '.join(dp.category_overrides)}")
+    store = cfg.trust_store(policy.trust_store)
+    roots = (["the default CA package"] if store.include_default_ca else []) + list(store.ca_certificates)
+    lines.append(
+        f"  trust store {store.name}: {', '.join(roots) if roots else 'no roots (every upstream is untrusted)'}"
+    )
+    if policy.never_decrypt:
+        lines.append(f"  never decrypted for clients in {_join(policy.never_decrypt)}")
+    if policy.always_decrypt:
+        lines.append(f"  always decrypted for clients in {_join(policy.always_decrypt)}")
+    return lines
+
+
+def _on(flag: bool) -> str:
+    return "on" if flag else "off"
+
+
+def _state(enabled: bool, locked: bool) -> str:
+    return ("enabled" if enabled else "disabled") + (", locked" if locked else "")
+
+
+def _join(items: Iterable[object]) -> str:
+    return ", ".join(map(str, items))
+
+
+def _ports(ports: tuple[PortRange, ...]) -> str:
+    return _join(ports)
+
+
+def _protocols(versions: tuple[TlsVersion, ...]) -> str:
+    low, high = min(versions), max(versions)
+    return low.label if low == high else f"{low.label} to {high.label}"
