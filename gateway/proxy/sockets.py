@@ -1,0 +1,63 @@
+"""The privileged socket work of a transparent proxy, kept in one place.
+
+IP_TRANSPARENT on the listener lets it accept connections TPROXY steers to it although the
+destination address is not local; `getsockname()` of an accepted socket is then the
+original destination. IP_TRANSPARENT on the upstream socket lets it bind to the *client's*
+address, so the server sees the client and not the gateway (DESIGN.md section 3 step 5).
+Both need CAP_NET_ADMIN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+
+IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)  # linux/in.h
+
+
+def transparent_listener(port: int, backlog: int = 1024, reuse_port: bool = False) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+        except PermissionError as exc:
+            raise PermissionError(exc.errno, "setsockopt(IP_TRANSPARENT) needs CAP_NET_ADMIN") from exc
+        sock.bind(("0.0.0.0", port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def connect_as(client_ip: str, destination: tuple[str, int], timeout: float) -> socket.socket:
+    """Connect to `destination` from `client_ip` (any port), spoofing the client."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((client_ip, 0))
+        sock.setblocking(False)
+        async with asyncio.timeout(timeout):
+            await loop.sock_connect(sock, destination)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def abort(sock: socket.socket | None) -> None:
+    """Close with a TCP reset (SO_LINGER 0) instead of a FIN."""
+    if sock is None or sock.fileno() < 0:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()

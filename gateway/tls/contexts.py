@@ -1,0 +1,102 @@
+"""pyOpenSSL contexts for the two legs of a decrypted flow, built once per configuration.
+
+Upstream: OpenSSL's own verification is switched off (VERIFY_NONE) *on purpose*: the
+chain the server sends is validated by `gateway.pki.verify` with browser rules before a
+single byte of client data is forwarded, because the proxy must know *why* a certificate
+is bad (expired versus untrusted) to apply the client proxy's block settings, and OpenSSL
+stops at the first error. Nothing is sent upstream until that verdict is in.
+
+Client-facing: one context per client proxy and per issuer (the trusted signing CA, or the
+per-installation untrusted CA), so the certificate chain and session tickets of an
+intentionally-untrusted certificate never mix with trusted ones. The leaf is set per
+connection (`Connection.use_certificate`), so a context serves every site.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography import x509
+from OpenSSL import SSL
+
+from gateway.config.model import TlsVersion
+
+OPENSSL_VERSIONS: dict[TlsVersion, int] = {
+    TlsVersion.SSL3: SSL.SSL3_VERSION,
+    TlsVersion.TLS1_0: SSL.TLS1_VERSION,
+    TlsVersion.TLS1_1: SSL.TLS1_1_VERSION,
+    TlsVersion.TLS1_2: SSL.TLS1_2_VERSION,
+    TlsVersion.TLS1_3: SSL.TLS1_3_VERSION,
+}
+
+# TLS 1.2 suites: forward-secret AEAD first; CBC kept for older servers. TLS 1.3 suites are
+# OpenSSL's defaults (all AEAD). Issue 5 makes this configurable per proxy.
+DEFAULT_TLS12_CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20:ECDHE+AES:!aNULL:!eNULL:!MD5:!RC4:!3DES:!DES"
+
+# Heartbeat is not compiled into OpenSSL 3; compression and renegotiation are refused.
+_COMMON_OPTIONS = SSL.OP_NO_COMPRESSION | getattr(SSL, "OP_NO_RENEGOTIATION", 0)
+
+# Connection.set_app_data carries this to the ALPN callback: what the upstream chose.
+@dataclass(slots=True)
+class ClientLegState:
+    upstream_alpn: bytes | None = None
+
+
+def _version_bounds(context: SSL.Context, protocols: tuple[TlsVersion, ...]) -> None:
+    context.set_min_proto_version(OPENSSL_VERSIONS[min(protocols)])
+    context.set_max_proto_version(OPENSSL_VERSIONS[max(protocols)])
+
+
+def build_upstream_context(protocols: tuple[TlsVersion, ...]) -> SSL.Context:
+    context = SSL.Context(SSL.TLS_METHOD)
+    _version_bounds(context, protocols)
+    context.set_options(_COMMON_OPTIONS)
+    context.set_cipher_list(DEFAULT_TLS12_CIPHERS)
+    context.set_verify(SSL.VERIFY_NONE)
+    return context
+
+
+def _select_alpn(connection: SSL.Connection, offered: list[bytes]) -> bytes:
+    """Select toward the client exactly what the server selected upstream, or nothing."""
+    state = connection.get_app_data()
+    chosen = state.upstream_alpn if isinstance(state, ClientLegState) else None
+    if chosen and chosen in offered:
+        return chosen
+    return SSL.NO_OVERLAPPING_PROTOCOLS
+
+
+def build_client_context(
+    protocols: tuple[TlsVersion, ...], chain: tuple[x509.Certificate, ...], session_id: bytes
+) -> SSL.Context:
+    """`chain`: the issuing CA and its parents, sent after the forged leaf."""
+    context = SSL.Context(SSL.TLS_METHOD)
+    _version_bounds(context, protocols)
+    context.set_options(_COMMON_OPTIONS | SSL.OP_CIPHER_SERVER_PREFERENCE)
+    context.set_cipher_list(DEFAULT_TLS12_CIPHERS)
+    context.set_session_id(session_id[:32])
+    for certificate in chain:
+        context.add_extra_chain_cert(certificate)
+    context.set_alpn_select_callback(_select_alpn)
+    return context
+
+
+def new_upstream_connection(
+    context: SSL.Context, sni: str | None, alpn: tuple[str, ...]
+) -> SSL.Connection:
+    connection = SSL.Connection(context, None)
+    connection.set_connect_state()
+    if sni:
+        connection.set_tlsext_host_name(sni.encode("idna"))
+    if alpn:
+        connection.set_alpn_protos([p.encode("ascii", "replace") for p in alpn])
+    return connection
+
+
+def new_client_connection(context: SSL.Context, leaf: x509.Certificate, key: object,
+                          upstream_alpn: str | None) -> SSL.Connection:
+    connection = SSL.Connection(context, None)
+    connection.set_accept_state()
+    connection.use_certificate(leaf)
+    connection.use_privatekey(key)  # type: ignore[arg-type]
+    connection.set_app_data(ClientLegState(upstream_alpn.encode() if upstream_alpn else None))
+    return connection
