@@ -1,0 +1,148 @@
+"""The `tlsgw` command.
+
+Exit status: 0 success, 1 runtime failure, 2 invalid configuration or usage (so scripts
+and systemd can tell "fix the file" from "something broke").
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from gateway import __version__
+from gateway.config.model import DEFAULT_CONFIG_PATH, DEFAULT_PKI_DIR
+from gateway.errors import ConfigError, TlsgwError
+
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tlsgw",
+        description="Transparent TLS-inspection gateway for a Linux bridge.",
+    )
+    parser.add_argument("--version", action="version", version=f"tlsgw {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="apply the steering rules and serve until stopped")
+    run.add_argument("--config", default=DEFAULT_CONFIG_PATH, help=f"configuration file (default {DEFAULT_CONFIG_PATH})")
+    run.add_argument("--no-rules", action="store_true",
+                     help="serve without programming netfilter (rules managed elsewhere)")
+
+    check = sub.add_parser("check-config", help="validate a configuration file and its certificates; exit 2 if invalid")
+    check.add_argument("file", nargs="?", default=DEFAULT_CONFIG_PATH)
+    check.add_argument("--explain", action="store_true", help="print what the configuration does")
+    check.add_argument("--syntax-only", action="store_true", help="do not open the certificate store")
+
+    rules = sub.add_parser("rules", help="show, apply or remove the netfilter steering rules")
+    rules.add_argument("action", choices=["show", "apply", "remove"])
+    rules.add_argument("--config", default=DEFAULT_CONFIG_PATH)
+    rules.add_argument("--bridge-mac", help="for `show` without the bridge present (default: read from the bridge)")
+
+    cert = sub.add_parser("cert", help="manage the certificate store")
+    cert.add_argument("--pki-dir", default=DEFAULT_PKI_DIR, help=f"store directory (default {DEFAULT_PKI_DIR})")
+    csub = cert.add_subparsers(dest="cert_command", required=True, metavar="CERT_COMMAND")
+    signing = csub.add_parser("create-signing", help="create a self-signed signing CA for client inspection")
+    signing.add_argument("name")
+    signing.add_argument("--common-name", "--cn", required=True)
+    signing.add_argument("--days", type=int, default=825)
+    signing.add_argument("--key", choices=["rsa2048", "rsa3072", "rsa4096", "p256", "p384"], default="rsa2048")
+    signing.add_argument("--organization", "-O")
+    imp = csub.add_parser("import-ca", help="import a CA certificate (PEM) for trust stores")
+    imp.add_argument("name")
+    imp.add_argument("file")
+    exp = csub.add_parser("export", help="print a certificate (never its key) as PEM, e.g. to deploy the signing CA")
+    exp.add_argument("name")
+    csub.add_parser("list", help="list certificates in the store")
+
+    demo = sub.add_parser("demo", help="build a namespace lab and show interception end to end (needs root)")
+    demo.add_argument("--keep", action="store_true", help="leave the lab up until Enter is pressed")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"tlsgw: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except TlsgwError as exc:
+        print(f"tlsgw: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gateway.daemon import Daemon
+
+    asyncio.run(Daemon(args.config, apply_rules=not args.no_rules).run())
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from gateway.config.explain import explain
+    from gateway.config.load import load_config
+
+    config = load_config(args.file)
+    if not args.syntax_only:
+        from gateway.runtime import check_certificates
+
+        check_certificates(config)
+    print(f"{args.file}: configuration is valid")
+    if args.explain:
+        print(explain(config))
+    return 0
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    from gateway.config.load import load_config
+    from netfilter.steering import KernelSteering
+
+    config = load_config(args.config)
+    steering = KernelSteering(config, bridge_mac=args.bridge_mac)
+    if args.action == "show":
+        print(steering.script(), end="")
+    elif args.action == "apply":
+        steering.apply()
+        print("rules applied")
+    else:
+        steering.remove()
+        print("rules removed")
+    return 0
+
+
+def cmd_cert(args: argparse.Namespace) -> int:
+    from gateway.pki import commands
+
+    return commands.run(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        print("tlsgw demo: needs root (it creates network namespaces)", file=sys.stderr)
+        return EXIT_FAILURE
+    from gateway.lab.demo import run_demo
+
+    return run_demo(keep=args.keep)
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "check-config": cmd_check_config,
+    "rules": cmd_rules,
+    "cert": cmd_cert,
+    "demo": cmd_demo,
+}
