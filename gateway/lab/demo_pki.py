@@ -36,12 +36,28 @@ class ServerCert:
 
 @dataclass(frozen=True, slots=True)
 class DemoPki:
+    workdir: Path
     store_dir: Path
     public_root_file: Path
     """The stand-in public root, PEM: trusted by the client and the gateway."""
     signing_ca_file: Path
     """tlsgw's signing CA certificate, PEM: what an organisation deploys to its clients."""
     servers: dict[str, ServerCert]
+    public_root_cert: x509.Certificate
+    public_root_key: PrivateKey
+    """Kept in memory only, so tests can issue more (e.g. expired) server certificates."""
+
+    def issue_server(self, host: str, now: dt.datetime | None = None, days: int = 90,
+                     file_stem: str | None = None) -> ServerCert:
+        """A server certificate for `host` from the stand-in public root, written as PEM files."""
+        now = now or dt.datetime.now(dt.timezone.utc)
+        cert, key = issue_server_certificate(host, self.public_root_cert, self.public_root_key, now, days)
+        stem = file_stem or host
+        cert_file, key_file = self.workdir / f"{stem}.crt", self.workdir / f"{stem}.key"
+        pem = serialization.Encoding.PEM
+        _write(cert_file, cert.public_bytes(pem), 0o644)
+        _write(key_file, key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), 0o600)
+        return ServerCert(host, cert_file, key_file)
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
@@ -82,7 +98,10 @@ def build_demo_pki(workdir: Path, hosts: tuple[str, ...]) -> DemoPki:
     store_dir = workdir / "pki"
     store = CertStore(store_dir)
 
-    root_cert, root_key = create_ca("Demo Public Root CA", key_kind=KeyKind.EC_P256, organization="tlsgw demo")
+    # Like a real public root, it has existed for years (so tests can issue certificates
+    # that expired long ago and still chain to it).
+    root_cert, root_key = create_ca("Demo Public Root CA", key_kind=KeyKind.EC_P256, organization="tlsgw demo",
+                                    now=now - dt.timedelta(days=3 * 365), days=10 * 365)
     store.save(PUBLIC_ROOT_NAME, root_cert)
     public_root_file = workdir / "public-root.pem"
     _write(public_root_file, root_cert.public_bytes(pem), 0o644)
@@ -93,11 +112,7 @@ def build_demo_pki(workdir: Path, hosts: tuple[str, ...]) -> DemoPki:
     signing_ca_file = workdir / "signing-ca.pem"
     _write(signing_ca_file, signing_cert.public_bytes(pem), 0o644)
 
-    servers: dict[str, ServerCert] = {}
+    pki = DemoPki(workdir, store_dir, public_root_file, signing_ca_file, {}, root_cert, root_key)
     for host in hosts:
-        cert, key = issue_server_certificate(host, root_cert, root_key, now)
-        cert_file, key_file = workdir / f"{host}.crt", workdir / f"{host}.key"
-        _write(cert_file, cert.public_bytes(pem), 0o644)
-        _write(key_file, key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), 0o600)
-        servers[host] = ServerCert(host, cert_file, key_file)
-    return DemoPki(store_dir, public_root_file, signing_ca_file, servers)
+        pki.servers[host] = pki.issue_server(host, now)
+    return pki

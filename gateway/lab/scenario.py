@@ -8,7 +8,6 @@ run the same wiring a user deploys. The gateway is started the way a user starts
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -138,9 +137,8 @@ class InterceptionLab:
         return self.config_path
 
     def start_gateway(self, config: dict[str, Any] | None = None) -> BackgroundProcess:
-        if config is not None:
-            self.config = copy.deepcopy(config)
-        self.write_config()
+        """Start tlsgw with `config` (default: the base `self.config`, left unchanged)."""
+        self.write_config(config)
         log = self.workdir / "gateway.log"
         log.write_text("")
         self.gateway = self.lab.spawn(
