@@ -112,7 +112,20 @@ def cmd_rules(args: argparse.Namespace) -> int:
     from netfilter.steering import KernelSteering
 
     config = load_config(args.config)
-    steering = KernelSteering(config, bridge_mac=args.bridge_mac)
+    bridge_mac = args.bridge_mac
+    if args.action == "show" and bridge_mac is None:
+        from netfilter.errors import NetfilterError
+        from netfilter.routing import link_address
+
+        try:
+            bridge_mac = link_address(config.gateway.bridge)
+        except NetfilterError:
+            from netfilter.__main__ import PLACEHOLDER_MAC
+
+            print(f"tlsgw: bridge {config.gateway.bridge} not found here; showing {PLACEHOLDER_MAC} "
+                  "in place of its MAC", file=sys.stderr)
+            bridge_mac = PLACEHOLDER_MAC
+    steering = KernelSteering(config, bridge_mac=bridge_mac)
     if args.action == "show":
         print(steering.script(), end="")
     elif args.action == "apply":
