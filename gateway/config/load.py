@@ -511,6 +511,10 @@ _SEGMENT_KEYS = ("name", "client_port", "server_port", "profile", "vlans", "sour
 
 def _read_segment(r: _Reader, node: object, path: str) -> Segment:
     m = r.mapping(node, path, _SEGMENT_KEYS, required=("name", "client_port", "server_port", "profile"))
+    if isinstance(m, dict) and m.get("vlans"):
+        # The bridge rules could divert tagged frames, but the gateway has no VLAN devices
+        # to receive them on, so they would be lost: refuse rather than black-hole traffic.
+        r.problem(_join(path, "vlans"), "VLAN segments are not supported in this version; remove 'vlans'")
     return Segment(
         name=r.field(m, path, "name", r.name(names.SEGMENT), ""),
         client_port=r.field(m, path, "client_port", r.interface, ""),

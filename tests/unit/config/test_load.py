@@ -214,7 +214,8 @@ BAD_CONFIGS: list[tuple[list[tuple[str, object]], list[str]]] = [
         ],
         ["gateway.segments[1].server_port"],
     ),
-    ([("gateway.segments[0].vlans", [0])], ["gateway.segments[0].vlans[0]"]),
+    ([("gateway.segments[0].vlans", [0])], ["gateway.segments[0].vlans", "gateway.segments[0].vlans[0]"]),
+    ([("gateway.segments[0].vlans", [10])], ["gateway.segments[0].vlans"]),
 ]
 
 
