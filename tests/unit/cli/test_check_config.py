@@ -58,6 +58,12 @@ def test_complete_configuration_is_valid_and_explained(tmp_path: Path) -> None:
     for name in names:
         cert, key = create_ca("Test Signing", key_kind=KeyKind.EC_P256)
         store.save(name, cert, key)
+    root, root_key = create_ca("Server Root", key_kind=KeyKind.EC_P256)
+    for server_proxy in doc.get("server_proxies", []):  # type: ignore[attr-defined]
+        for name in server_proxy["certificates"]:
+            if not store.exists(name):
+                leaf, leaf_key = issue_server_certificate(f"{name}.example", root, root_key, dt.datetime.now(dt.timezone.utc))
+                store.save(name, leaf, leaf_key)
     for trust_store in doc["trust_stores"]:  # type: ignore[attr-defined]
         for name in trust_store.get("ca_certificates", []):
             store.save(name, create_ca(name, key_kind=KeyKind.EC_P256)[0])
