@@ -53,7 +53,9 @@ def decide(config: GatewayConfig, facts: FlowFacts) -> Decision:
     if config.gateway.ssl_inspection.server:
         server_policy = match_server_policy(config, profile, facts.server, facts.server_port)
         if server_policy is not None:
-            return _decide_server(profile, server_policy, facts)
+            shadowed = match_client_policy(config, profile, facts.server_port) \
+                if config.gateway.ssl_inspection.client else None
+            return _decide_server(profile, server_policy, facts, shadowed)
 
     if not config.gateway.ssl_inspection.client:
         return Decision(Action.SPLICE, Outcome.NOT_DECRYPTED, "SSL client inspection is off",
@@ -91,13 +93,16 @@ def offers_enabled_version(enabled: tuple[TlsVersion, ...], offered: tuple[int, 
     return any(WIRE_VERSIONS[v] in offered for v in enabled)
 
 
-def _decide_server(profile: InspectionProfile, policy: ServerPolicy, facts: FlowFacts) -> Decision:
+def _decide_server(profile: InspectionProfile, policy: ServerPolicy, facts: FlowFacts,
+                   shadowed: ClientPolicy | None) -> Decision:
     base = dict(profile=profile.name, policy=policy.name, policy_kind=PolicyKind.SERVER,
                 proxy=policy.server_proxy)
+    precedence = (f" (server policy takes precedence over client policy {shadowed.name!r})"
+                  if shadowed is not None else "")
     if networks_contain(policy.source_exceptions, facts.client):
         return Decision(Action.SPLICE, Outcome.NOT_DECRYPTED,
-                        f"source {facts.client} is a source exception", **base)
-    return Decision(Action.DECRYPT_SERVER, Outcome.DECRYPTED, "server policy", **base)
+                        f"source {facts.client} is a source exception{precedence}", **base)
+    return Decision(Action.DECRYPT_SERVER, Outcome.DECRYPTED, f"server policy{precedence}", **base)
 
 
 def _decide_client(

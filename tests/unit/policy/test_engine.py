@@ -96,10 +96,11 @@ def test_decision_follows_precedence(flow: FlowFacts, action: Action, outcome: O
     assert (decision.action, decision.outcome) == (action, outcome), decision.reason
 
 
-def test_server_policy_decision_names_server_policy() -> None:
+def test_server_policy_decision_names_server_policy_and_the_shadowed_client_policy() -> None:
     decision = decide(make_config(), facts(server="192.0.2.10"))
     assert decision.policy_kind is PolicyKind.SERVER
     assert decision.policy == "web1-in"
+    assert "precedence over client policy 'out'" in decision.reason
 
 
 def test_server_inspection_off_falls_back_to_client_policy() -> None:
