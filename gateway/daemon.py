@@ -13,6 +13,7 @@ flight keep the Runtime they started with.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import signal
 from dataclasses import dataclass, field
@@ -29,6 +30,9 @@ from gateway.runtime import ProcessMaterial, Runtime, build_runtime
 from netfilter.steering import KernelSteering
 
 logger = logging.getLogger(__name__)
+
+# Issue 3: certificate expiry is reported at start and daily.
+EXPIRY_CHECK_INTERVAL = 24 * 60 * 60.0
 
 
 @dataclass(slots=True)
@@ -80,6 +84,7 @@ class Daemon:
             loop.add_signal_handler(signal.SIGHUP, self.reload)
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(serve(sock, handler)) for sock, handler in listeners]
+                tasks.append(group.create_task(self.warn_expiry()))
                 if steering is not None:
                     steering.apply()
                 try:
@@ -96,6 +101,16 @@ class Daemon:
             for sock, _ in listeners:
                 sock.close()
             log.close()
+
+    async def warn_expiry(self) -> None:
+        """Log certificates that expire within 30 days, or have, now and every day after."""
+        while True:
+            try:
+                for warning in self.current().expiry_warnings(dt.datetime.now(dt.timezone.utc)):
+                    logger.warning("%s", warning)
+            except Exception:  # a failed check must not cancel the listeners in the same TaskGroup
+                logger.exception("certificate expiry check failed")
+            await asyncio.sleep(EXPIRY_CHECK_INTERVAL)
 
 
 def steering_inputs(config: GatewayConfig) -> tuple[object, ...]:

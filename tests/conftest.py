@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import pytest
 
+# Benchmark scripts print figures and are run by hand (`python -m tests.bench.<name>`);
+# speed is never asserted (STYLE.md E), so pytest must not import them.
+collect_ignore_glob = ["bench/*"]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("tlsgw")

@@ -139,8 +139,8 @@ def parse_private_key_pem(data: bytes, *, source: str) -> PrivateKey:
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:
-        raise PkiError(f"{source}: private key is encrypted; encrypted keys are not supported yet, "
-                       "store it unencrypted with mode 0600") from None
+        raise PkiError(f"{source}: private key is encrypted; encrypted keys are not supported yet: "
+                       "decrypt it with `openssl pkey -in KEY -out key.pem` and keep mode 0600") from None
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise PkiError(f"{source}: not a readable PEM private key ({exc})") from None
     if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey,

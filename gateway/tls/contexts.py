@@ -10,6 +10,12 @@ Client-facing: one context per client proxy and per issuer (the trusted signing 
 per-installation untrusted CA), so the certificate chain and session tickets of an
 intentionally-untrusted certificate never mix with trusted ones. The leaf is set per
 connection (`Connection.use_certificate`), so a context serves every site.
+
+Server inspection (client-facing leg of a server proxy): one context per certificate,
+holding that certificate, its key and its chain. pyOpenSSL can set a leaf and key per
+connection but not an extra chain, so the chain has to live in the context; the session
+picks the certificate by SNI (`gateway.pki.server_certs`) before the connection exists
+and opens it on that certificate's context. A thousand contexts are a few megabytes.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from cryptography import x509
 from OpenSSL import SSL
 
 from gateway.config.model import TlsVersion
+from gateway.pki.store import StoredCert
 
 OPENSSL_VERSIONS: dict[TlsVersion, int] = {
     TlsVersion.SSL3: SSL.SSL3_VERSION,
@@ -78,6 +85,47 @@ def build_client_context(
         context.add_extra_chain_cert(certificate)
     context.set_alpn_select_callback(_select_alpn)
     return context
+
+
+def build_server_proxy_context(
+    protocols: tuple[TlsVersion, ...], certificate: StoredCert, session_id: bytes
+) -> SSL.Context:
+    """Client-facing context of a server proxy presenting `certificate` with its chain.
+
+    `session_id`: distinct per server proxy and certificate, so a session resumed by a
+    client is only ever resumed under the certificate it was established with.
+
+    Raises:
+        OpenSSL.SSL.Error: OpenSSL refuses the certificate or key (e.g. a key below its
+            security level); callers turn it into a ConfigIssue naming the certificate.
+        ValueError: `certificate` has no key.
+    """
+    if certificate.key is None:
+        raise ValueError(f"certificate {certificate.name!r} has no private key")
+    context = SSL.Context(SSL.TLS_METHOD)
+    _version_bounds(context, protocols)
+    context.set_options(_COMMON_OPTIONS | SSL.OP_CIPHER_SERVER_PREFERENCE)
+    context.set_cipher_list(DEFAULT_TLS12_CIPHERS)
+    context.set_session_id(session_id[:32])
+    context.use_certificate(certificate.certificate)
+    context.use_privatekey(certificate.key)
+    context.check_privatekey()
+    for extra in certificate.chain:
+        context.add_extra_chain_cert(extra)
+    context.set_alpn_select_callback(_select_alpn)
+    return context
+
+
+def new_server_proxy_connection(context: SSL.Context, upstream_alpn: str | None) -> SSL.Connection:
+    """Accepting connection on a `build_server_proxy_context` context (certificate included).
+
+    `upstream_alpn`: what the real server selected, mirrored to the client as for client
+    proxies; None selects no protocol.
+    """
+    connection = SSL.Connection(context, None)
+    connection.set_accept_state()
+    connection.set_app_data(ClientLegState(upstream_alpn.encode() if upstream_alpn else None))
+    return connection
 
 
 def new_upstream_connection(
