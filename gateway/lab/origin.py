@@ -56,6 +56,7 @@ ACCESS_LOG_FIELDS: tuple[str, ...] = (
     "ssl_protocol",
     "ssl_cipher",
     "ssl_session_reused",
+    "ssl_session_id",
     "request",
     "status",
     "body_bytes_sent",
@@ -162,6 +163,8 @@ class AccessLogEntry:
     """e.g. `TLSv1.3`; empty for plain HTTP."""
     ssl_cipher: str
     ssl_session_reused: bool
+    ssl_session_id: str
+    """Hex, as nginx logs it: compared with the client's own view to prove an untouched relay."""
     request: str
     status: int
     body_bytes_sent: int
@@ -279,6 +282,7 @@ def parse_access_log_line(line: str) -> AccessLogEntry:
             ssl_protocol=raw["ssl_protocol"],
             ssl_cipher=raw["ssl_cipher"],
             ssl_session_reused=raw["ssl_session_reused"] == "r",
+            ssl_session_id=raw["ssl_session_id"],
             request=raw["request"],
             status=int(raw["status"]),
             body_bytes_sent=int(raw["body_bytes_sent"]),

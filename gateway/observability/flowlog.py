@@ -53,6 +53,9 @@ class FlowRecord:
     upstream_tls: TlsLegInfo = field(default_factory=TlsLegInfo)
     upstream_certificate: UpstreamCertInfo = field(default_factory=UpstreamCertInfo)
     forged_issuer: str | None = None
+    """Client inspection: the issuer of the certificate forged for the client."""
+    server_certificate: str | None = None
+    """Server inspection: the name of the organisation's certificate shown to the client."""
     bytes_up: int = 0
     """Bytes from client to server (plaintext when decrypted, raw otherwise)."""
     bytes_down: int = 0

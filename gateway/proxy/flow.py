@@ -4,6 +4,10 @@
                                                               │   as the client, replay the
                                                               │   ClientHello, relay bytes
                                                               ├─ BLOCK: close (or reset)
+                                                              ├─ DECRYPT_SERVER: the
+                                                              │   organisation's certificate
+                                                              │   for the SNI, real server
+                                                              │   upstream, relay plaintext
                                                               └─ DECRYPT_CLIENT:
         connect upstream as the client ─► TLS handshake upstream (client's SNI and ALPN)
         ─► verify the chain with browser rules ─► judge_upstream():
@@ -32,6 +36,7 @@ from ipaddress import IPv4Address
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from OpenSSL import SSL
 
 from gateway.config.model import DecryptedService, Segment
 from gateway.inspect.http import HttpObserver
@@ -46,7 +51,7 @@ from gateway.runtime import ClientProxyMaterial, Runtime
 from gateway.session.verdict import UpstreamVerdictKind, judge_upstream
 from gateway.tls.alerts import explain_handshake_failure
 from gateway.tls.clienthello import ClientHello, ClientHelloError, ClientHelloParser
-from gateway.tls.contexts import new_client_connection, new_upstream_connection
+from gateway.tls.contexts import new_client_connection, new_server_proxy_connection, new_upstream_connection
 from gateway.tls.endpoint import CHUNK, TlsClosed, TlsEndpoint, TlsFailure
 
 logger = logging.getLogger(__name__)
@@ -158,11 +163,6 @@ class FlowHandler:
                 self._end(record, decision.outcome, decision.reason)
                 client.close(reset=self._reset_client(runtime, decision))
                 return
-            if decision.action is Action.DECRYPT_SERVER:
-                # Server inspection is served by a later version; until then such flows are
-                # relayed untouched and say so, rather than pretending to be inspected.
-                decision = replace(decision, action=Action.SPLICE, outcome=Outcome.BYPASSED,
-                                   reason="server inspection is not available in this version")
             if decision.action is Action.SPLICE:
                 upstream = await self._connect(client_ip, server_ip, server_port)
                 record.outcome, record.reason = decision.outcome.value, decision.reason
@@ -172,7 +172,10 @@ class FlowHandler:
                 return
             self.active_decrypted += 1
             try:
-                upstream = await self._decrypt_client(runtime, decision, hello, client, record)
+                if decision.action is Action.DECRYPT_SERVER:
+                    upstream = await self._decrypt_server(runtime, decision, hello, client, record)
+                else:
+                    upstream = await self._decrypt_client(runtime, decision, hello, client, record)
             finally:
                 self.active_decrypted -= 1
         except FlowEnded:
@@ -212,7 +215,8 @@ class FlowHandler:
 
     def _limit(self, runtime: Runtime, decision: Decision) -> Decision:
         limits = runtime.config.gateway.limits
-        if decision.action is not Action.DECRYPT_CLIENT or self.active_decrypted < limits.max_concurrent:
+        decrypting = decision.action in (Action.DECRYPT_CLIENT, Action.DECRYPT_SERVER)
+        if not decrypting or self.active_decrypted < limits.max_concurrent:
             return decision
         self.counters.add("limit_reached")
         reason = f"max concurrent connections ({limits.max_concurrent}) reached"
@@ -254,26 +258,69 @@ class FlowHandler:
                     return
                 endpoint.feed(await leg.reader.read(CHUNK))
 
-    async def _decrypt_client(self, runtime: Runtime, decision: Decision, hello: ClientHello,
-                              client: Leg, record: FlowRecord) -> Leg:
-        material = runtime.client_proxies[decision.proxy or ""]
-        proxy = material.proxy
-        timeout = runtime.config.gateway.handshake_timeout
+    async def _upstream_tls(self, runtime: Runtime, context: SSL.Context, hello: ClientHello,
+                            alpn: tuple[str, ...], client: Leg, record: FlowRecord,
+                            reset_client: bool) -> tuple[Leg, TlsEndpoint]:
+        """Connect to the real server as the client and complete TLS with the client's SNI."""
         upstream = await self._connect(record.client, record.server, record.server_port)
-        alpn = tuple(p for p in hello.alpn if not (proxy.downgrade_http2 and p == "h2"))
-        up_tls = TlsEndpoint(new_upstream_connection(material.upstream_context, hello.sni, alpn))
+        up_tls = TlsEndpoint(new_upstream_connection(context, hello.sni, alpn))
         try:
-            await self._handshake(up_tls, upstream, timeout)
+            await self._handshake(up_tls, upstream, runtime.config.gateway.handshake_timeout)
         except (TlsFailure, TimeoutError) as exc:
             detail = exc.detail if isinstance(exc, TlsFailure) else "timed out"
             self.counters.add("handshake_failures.upstream")
             self._end(record, Outcome.BLOCKED,
                       explain_handshake_failure("upstream", detail, f"{record.server}:{record.server_port}", hello.sni))
             upstream.close()
-            client.close(reset=proxy.tcp_reset_client)
+            client.close(reset=reset_client)
             raise FlowEnded from None
         record.upstream_tls.version, record.upstream_tls.cipher, record.upstream_tls.alpn = (
             up_tls.version, up_tls.cipher, up_tls.alpn)
+        return upstream, up_tls
+
+    async def _client_tls(self, runtime: Runtime, connection: SSL.Connection, hello: ClientHello, client: Leg,
+                          upstream: Leg, up_tls: TlsEndpoint, record: FlowRecord, note: str = "") -> TlsEndpoint:
+        """Complete TLS with the client, replaying its ClientHello; on failure close upstream cleanly."""
+        client_tls = TlsEndpoint(connection)
+        client_tls.feed(hello.raw)
+        try:
+            await self._handshake(client_tls, client, runtime.config.gateway.handshake_timeout)
+        except (TlsFailure, TimeoutError) as exc:
+            detail = exc.detail if isinstance(exc, TlsFailure) else "timed out"
+            self.counters.add("handshake_failures.client")
+            sentence = explain_handshake_failure("client", detail, f"{record.client}:{record.client_port}", hello.sni)
+            self._end(record, Outcome.BLOCKED, sentence + (f"; {note}" if note else ""))
+            up_tls.close()
+            await upstream.send(up_tls.data_to_send())
+            raise FlowEnded from None
+        record.client_tls.version, record.client_tls.cipher, record.client_tls.alpn = (
+            client_tls.version, client_tls.cipher, client_tls.alpn)
+        return client_tls
+
+    async def _decrypt_server(self, runtime: Runtime, decision: Decision, hello: ClientHello,
+                              client: Leg, record: FlowRecord) -> Leg:
+        """Server inspection: the organisation's own certificate, chosen by SNI, toward the
+        client; the real server upstream (not validated: tlsgw holds its key already)."""
+        material = runtime.server_proxies[decision.proxy or ""]
+        certificate, context = material.client_context(hello.sni)
+        record.forged_issuer = None
+        record.server_certificate = certificate.name
+        upstream, up_tls = await self._upstream_tls(runtime, material.upstream_context, hello, hello.alpn,
+                                                    client, record, reset_client=False)
+        client_tls = await self._client_tls(runtime, new_server_proxy_connection(context, up_tls.alpn), hello,
+                                            client, upstream, up_tls, record)
+        self._end(record, Outcome.DECRYPTED, decision.reason)
+        await self._relay_decrypted(runtime, material.proxy.decrypted_service, client, client_tls,
+                                    upstream, up_tls, record)
+        return upstream
+
+    async def _decrypt_client(self, runtime: Runtime, decision: Decision, hello: ClientHello,
+                              client: Leg, record: FlowRecord) -> Leg:
+        material = runtime.client_proxies[decision.proxy or ""]
+        proxy = material.proxy
+        alpn = tuple(p for p in hello.alpn if not (proxy.downgrade_http2 and p == "h2"))
+        upstream, up_tls = await self._upstream_tls(runtime, material.upstream_context, hello, alpn, client,
+                                                    record, reset_client=proxy.tcp_reset_client)
 
         chain = up_tls.connection.get_peer_cert_chain(as_cryptography=True) or []
         now = _now()
@@ -315,24 +362,11 @@ class FlowHandler:
         record.forged_issuer = _name_of(leaf_cert.issuer)
 
         context = material.trusted_context if trusted else material.untrusted_context
-        client_tls = TlsEndpoint(new_client_connection(context, leaf_cert, leaf_key, up_tls.alpn))
-        client_tls.feed(hello.raw)
-        try:
-            await self._handshake(client_tls, client, timeout)
-        except (TlsFailure, TimeoutError) as exc:
-            detail = exc.detail if isinstance(exc, TlsFailure) else "timed out"
-            self.counters.add("handshake_failures.client")
-            sentence = explain_handshake_failure("client", detail, f"{record.client}:{record.client_port}", hello.sni)
-            if not trusted:
-                sentence += f"; {verdict.reason}"
-            self._end(record, Outcome.BLOCKED, sentence)
-            up_tls.close()
-            await upstream.send(up_tls.data_to_send())
-            raise FlowEnded from None
-        record.client_tls.version, record.client_tls.cipher, record.client_tls.alpn = (
-            client_tls.version, client_tls.cipher, client_tls.alpn)
+        client_tls = await self._client_tls(
+            runtime, new_client_connection(context, leaf_cert, leaf_key, up_tls.alpn), hello, client,
+            upstream, up_tls, record, note="" if trusted else verdict.reason)
         self._end(record, Outcome.DECRYPTED, decision.reason if trusted else verdict.reason)
-        await self._relay_decrypted(runtime, material, client, client_tls, upstream, up_tls, record)
+        await self._relay_decrypted(runtime, proxy.decrypted_service, client, client_tls, upstream, up_tls, record)
         return upstream
 
     def _forged_leaf(self, runtime: Runtime, material: ClientProxyMaterial, upstream_cert: x509.Certificate,
@@ -368,11 +402,11 @@ class FlowHandler:
 
         await self._run_pumps(pump(client, upstream, True), pump(upstream, client, False))
 
-    async def _relay_decrypted(self, runtime: Runtime, material: ClientProxyMaterial,
+    async def _relay_decrypted(self, runtime: Runtime, service: DecryptedService,
                                client: Leg, client_tls: TlsEndpoint,
                                upstream: Leg, up_tls: TlsEndpoint, record: FlowRecord) -> None:
         idle = runtime.config.gateway.idle_timeout
-        observer = HttpObserver() if material.proxy.decrypted_service is DecryptedService.HTTP else None
+        observer = HttpObserver() if service is DecryptedService.HTTP else None
 
         async def pump(src: Leg, src_tls: TlsEndpoint, dst: Leg, dst_tls: TlsEndpoint, up: bool) -> None:
             # The first pass reads nothing from the socket: records that arrived together
@@ -388,7 +422,9 @@ class FlowHandler:
                 first = False
                 try:
                     plain = src_tls.read_plaintext()
-                    closed = eof
+                    # close_notify may arrive in the same read as the last data: then the
+                    # data is returned and the close is only visible on the endpoint.
+                    closed = eof or src_tls.closed
                 except TlsClosed:
                     plain, closed = b"", True
                 await src.send(src_tls.data_to_send())  # tickets, key updates, alerts

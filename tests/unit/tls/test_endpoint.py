@@ -124,3 +124,18 @@ def test_close_notify_raises_tls_closed(pki: dict[str, object]) -> None:
     endpoint.feed(peer.outgoing.read())
     with pytest.raises(TlsClosed):
         endpoint.read_plaintext()
+
+
+def test_data_and_close_notify_in_one_feed_returns_data_and_marks_closed(pki: dict[str, object]) -> None:
+    """Regression (issue 3, POP3S): a server's last line and its close_notify arrived
+    together; the relay must see the close or the session hangs."""
+    peer, endpoint = Peer(pki["ca_file"]), endpoint_for(pki)  # type: ignore[arg-type]
+    handshake(peer, endpoint)
+    peer.obj.write(b"+OK bye\r\n")
+    try:
+        peer.obj.unwrap()
+    except ssl.SSLWantReadError:
+        pass
+    endpoint.feed(peer.outgoing.read())
+    assert endpoint.read_plaintext() == b"+OK bye\r\n"
+    assert endpoint.closed
