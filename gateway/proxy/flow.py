@@ -279,8 +279,10 @@ class FlowHandler:
         return upstream, up_tls
 
     async def _client_tls(self, runtime: Runtime, connection: SSL.Connection, hello: ClientHello, client: Leg,
-                          upstream: Leg, up_tls: TlsEndpoint, record: FlowRecord, note: str = "") -> TlsEndpoint:
-        """Complete TLS with the client, replaying its ClientHello; on failure close upstream cleanly."""
+                          upstream: Leg, up_tls: TlsEndpoint, record: FlowRecord, note: str = "",
+                          reset_upstream: bool = False) -> TlsEndpoint:
+        """Complete TLS with the client, replaying its ClientHello. On failure the upstream
+        gets a close_notify, or a TCP reset when the server proxy asks for one."""
         client_tls = TlsEndpoint(connection)
         client_tls.feed(hello.raw)
         try:
@@ -290,8 +292,11 @@ class FlowHandler:
             self.counters.add("handshake_failures.client")
             sentence = explain_handshake_failure("client", detail, f"{record.client}:{record.client_port}", hello.sni)
             self._end(record, Outcome.BLOCKED, sentence + (f"; {note}" if note else ""))
-            up_tls.close()
-            await upstream.send(up_tls.data_to_send())
+            if reset_upstream:
+                upstream.close(reset=True)
+            else:
+                up_tls.close()
+                await upstream.send(up_tls.data_to_send())
             raise FlowEnded from None
         record.client_tls.version, record.client_tls.cipher, record.client_tls.alpn = (
             client_tls.version, client_tls.cipher, client_tls.alpn)
@@ -308,7 +313,8 @@ class FlowHandler:
         upstream, up_tls = await self._upstream_tls(runtime, material.upstream_context, hello, hello.alpn,
                                                     client, record, reset_client=False)
         client_tls = await self._client_tls(runtime, new_server_proxy_connection(context, up_tls.alpn), hello,
-                                            client, upstream, up_tls, record)
+                                            client, upstream, up_tls, record,
+                                            reset_upstream=material.proxy.tcp_reset_server)
         self._end(record, Outcome.DECRYPTED, decision.reason)
         await self._relay_decrypted(runtime, material.proxy.decrypted_service, client, client_tls,
                                     upstream, up_tls, record)
