@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.config.model import DEFAULT_CONFIG_PATH, DEFAULT_PKI_DIR
+from gateway.config.model import DEFAULT_CONFIG_PATH
 from gateway.errors import ConfigError, TlsgwError
 
 EXIT_FAILURE = 1
@@ -45,21 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     rules.add_argument("--config", default=DEFAULT_CONFIG_PATH)
     rules.add_argument("--bridge-mac", help="for `show` without the bridge present (default: read from the bridge)")
 
-    cert = sub.add_parser("cert", help="manage the certificate store")
-    cert.add_argument("--pki-dir", default=DEFAULT_PKI_DIR, help=f"store directory (default {DEFAULT_PKI_DIR})")
-    csub = cert.add_subparsers(dest="cert_command", required=True, metavar="CERT_COMMAND")
-    signing = csub.add_parser("create-signing", help="create a self-signed signing CA for client inspection")
-    signing.add_argument("name")
-    signing.add_argument("--common-name", "--cn", required=True)
-    signing.add_argument("--days", type=int, default=825)
-    signing.add_argument("--key", choices=["rsa2048", "rsa3072", "rsa4096", "p256", "p384"], default="rsa2048")
-    signing.add_argument("--organization", "-O")
-    imp = csub.add_parser("import-ca", help="import a CA certificate (PEM) for trust stores")
-    imp.add_argument("name")
-    imp.add_argument("file")
-    exp = csub.add_parser("export", help="print a certificate (never its key) as PEM, e.g. to deploy the signing CA")
-    exp.add_argument("name")
-    csub.add_parser("list", help="list certificates in the store")
+    # Command groups owned by their packages register themselves here (one line each),
+    # so that each area keeps its parser next to its code.
+    from gateway.pki import commands as cert_commands
+
+    cert_commands.add_parser(sub)
 
     demo = sub.add_parser("demo", help="build a namespace lab and show interception end to end (needs root)")
     demo.add_argument("--keep", action="store_true", help="leave the lab up until Enter is pressed")
@@ -74,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        return COMMANDS[args.command](args)
+        handler = getattr(args, "handler", None) or COMMANDS[args.command]
+        return int(handler(args))
     except ConfigError as exc:
         print(f"tlsgw: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -137,12 +128,6 @@ def cmd_rules(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_cert(args: argparse.Namespace) -> int:
-    from gateway.pki import commands
-
-    return commands.run(args)
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print("tlsgw demo: needs root (it creates network namespaces)", file=sys.stderr)
@@ -156,6 +141,5 @@ COMMANDS = {
     "run": cmd_run,
     "check-config": cmd_check_config,
     "rules": cmd_rules,
-    "cert": cmd_cert,
     "demo": cmd_demo,
 }

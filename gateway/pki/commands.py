@@ -12,6 +12,7 @@ import datetime as dt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from gateway.config.model import DEFAULT_PKI_DIR
 from gateway.config.names import CERTIFICATE
 from gateway.errors import PkiError
 from gateway.pki.ca import create_ca, is_ca
@@ -20,6 +21,26 @@ from gateway.pki.store import CertStore, describe_certificate
 
 KEY_CHOICES = {"rsa2048": KeyKind.RSA_2048, "rsa3072": KeyKind.RSA_3072, "rsa4096": KeyKind.RSA_4096,
                "p256": KeyKind.EC_P256, "p384": KeyKind.EC_P384}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register `tlsgw cert ...` on the main parser."""
+    cert = sub.add_parser("cert", help="manage the certificate store")
+    cert.add_argument("--pki-dir", default=DEFAULT_PKI_DIR, help=f"store directory (default {DEFAULT_PKI_DIR})")
+    cert.set_defaults(handler=run)
+    csub = cert.add_subparsers(dest="cert_command", required=True, metavar="CERT_COMMAND")
+    signing = csub.add_parser("create-signing", help="create a self-signed signing CA for client inspection")
+    signing.add_argument("name")
+    signing.add_argument("--common-name", "--cn", required=True)
+    signing.add_argument("--days", type=int, default=825)
+    signing.add_argument("--key", choices=sorted(KEY_CHOICES), default="rsa2048")
+    signing.add_argument("--organization", "-O")
+    imp = csub.add_parser("import-ca", help="import a CA certificate (PEM) for trust stores")
+    imp.add_argument("name")
+    imp.add_argument("file")
+    exp = csub.add_parser("export", help="print a certificate (never its key) as PEM, e.g. to deploy the signing CA")
+    exp.add_argument("name")
+    csub.add_parser("list", help="list certificates in the store")
 
 
 def _checked_name(name: str) -> str:
