@@ -12,8 +12,9 @@ cd "$(dirname "$0")"
 #   iptables                legacy-iptables backend (python-iptables needs libxtables)
 #   nginx-light             the lab's HTTPS origin servers
 #   curl, openssl           the lab's TLS clients (and the tests' peers)
+#   wrk                     keep-alive HTTPS load generator of tests/bench/bench_gateway.py
 #   python3-venv            the virtualenv; ca-certificates: Mozilla's bundle (default CA package)
-PACKAGES=(python3 python3-venv nftables iptables iproute2 nginx-light curl openssl ca-certificates procps)
+PACKAGES=(python3 python3-venv nftables iptables iproute2 nginx-light curl openssl wrk ca-certificates procps)
 
 usage() { echo "usage: $0 demo|test [pytest args...]" >&2; exit 2; }
 [ $# -ge 1 ] || usage

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -87,6 +88,8 @@ class InterceptionLab:
     origins: list[NginxOrigin] = field(default_factory=list)
     gateway: BackgroundProcess | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    remove_workdir: bool = True
+    """Delete `workdir` on stop (set False to keep logs for a post-mortem)."""
 
     def __enter__(self) -> InterceptionLab:
         return self.start()
@@ -163,6 +166,8 @@ class InterceptionLab:
         return log.read_text(errors="replace") if log.exists() else ""
 
     def stop(self) -> None:
+        """Stop every process by PID, remove the namespaces, and delete the work directory
+        if this lab made it (keys included: nothing of a lab outlives it)."""
         try:
             self.stop_gateway()
             for origin in self.origins:
@@ -170,6 +175,8 @@ class InterceptionLab:
         finally:
             self.origins.clear()
             self.lab.teardown()
+            if self.remove_workdir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
 
     # -- the client's view ---------------------------------------------------------------
 
