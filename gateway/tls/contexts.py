@@ -20,10 +20,12 @@ and opens it on that certificate's context. A thousand contexts are a few megaby
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from cryptography import x509
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
+from OpenSSL._util import lib
 
 from gateway.config.model import TlsVersion
 from gateway.pki.store import StoredCert
@@ -140,11 +142,40 @@ def new_upstream_connection(
     return connection
 
 
+# pyOpenSSL converts a `cryptography` certificate or key to its own object through DER on
+# every use_certificate/use_privatekey call; the forged leaves and the leaf key are reused
+# across many connections, so their converted forms are kept (issue 8: this was a DER
+# encode + decode of both on every decrypted connection). Keyed by identity, with the
+# original kept alive in the entry so the id cannot be reused; bounded like the forge cache.
+_OPENSSL_OBJECTS_MAX = 4096
+_openssl_objects: OrderedDict[int, tuple[object, object]] = OrderedDict()
+
+
+def _as_openssl(item: object) -> object:
+    key = id(item)
+    entry = _openssl_objects.get(key)
+    if entry is not None and entry[0] is item:
+        _openssl_objects.move_to_end(key)
+        return entry[1]
+    if isinstance(item, x509.Certificate):
+        converted: object = crypto.X509.from_cryptography(item)
+    else:
+        converted = crypto.PKey.from_cryptography_key(item)  # type: ignore[arg-type]
+    _openssl_objects[key] = (item, converted)
+    if len(_openssl_objects) > _OPENSSL_OBJECTS_MAX:
+        _openssl_objects.popitem(last=False)
+    return converted
+
+
 def new_client_connection(context: SSL.Context, leaf: x509.Certificate, key: object,
                           upstream_alpn: str | None) -> SSL.Connection:
     connection = SSL.Connection(context, None)
     connection.set_accept_state()
-    connection.use_certificate(leaf)
-    connection.use_privatekey(key)  # type: ignore[arg-type]
+    # OpenSSL's own calls, as pyOpenSSL makes them, on the pre-converted objects (pyOpenSSL's
+    # methods would convert again, or warn that its own types are deprecated as arguments).
+    if not lib.SSL_use_certificate(connection._ssl, _as_openssl(leaf)._x509):  # type: ignore[attr-defined]
+        raise SSL.Error("SSL_use_certificate failed for the forged leaf")
+    if not lib.SSL_use_PrivateKey(connection._ssl, _as_openssl(key)._pkey):  # type: ignore[attr-defined]
+        raise SSL.Error("SSL_use_PrivateKey failed for the forged leaf key")
     connection.set_app_data(ClientLegState(upstream_alpn.encode() if upstream_alpn else None))
     return connection

@@ -9,11 +9,19 @@ send in the outgoing BIO, which the I/O shell drains with `data_to_send` after *
 call (TLS 1.3 sends tickets and key updates after the handshake, even while "reading").
 `WantReadError` only ever means "feed me more bytes"; with memory BIOs there is no
 WantWrite because the outgoing BIO grows as needed.
+
+The data path (feed, read_plaintext, write_plaintext, data_to_send) calls OpenSSL through
+pyOpenSSL's own cffi binding directly, because pyOpenSSL's methods signal "no more data"
+by raising exceptions built from the error queue, several per TLS record; that was most of
+the relay's CPU (issue 8). Only real errors go through pyOpenSSL's error mapping
+(`Connection._raise_ssl_error`), so failures read the same as before. The handshake,
+rare by comparison, stays on the public API.
 """
 
 from __future__ import annotations
 
 from OpenSSL import SSL
+from OpenSSL._util import ffi, lib
 
 # How much plaintext or ciphertext one call moves at most. 64 KiB keeps the number of
 # Python-level iterations per MB small (16 KiB records, four per call) without holding
@@ -49,10 +57,15 @@ class TlsEndpoint:
         self.connection = connection
         self.handshake_done = False
         self.closed = False
+        # pyOpenSSL keeps the SSL object and both BIOs alive as long as `connection`.
+        self._ssl = connection._ssl
+        self._into_ssl = connection._into_ssl
+        self._from_ssl = connection._from_ssl
+        self._buffer = ffi.new("char[]", CHUNK)
 
     def feed(self, data: bytes) -> None:
         if data:
-            self.connection.bio_write(data)
+            lib.BIO_write(self._into_ssl, data, len(data))  # a memory BIO takes everything
         else:
             # Transport EOF: let OpenSSL report an unexpected EOF instead of waiting forever.
             self.connection.bio_shutdown()
@@ -60,13 +73,10 @@ class TlsEndpoint:
     def data_to_send(self) -> bytes:
         chunks: list[bytes] = []
         while True:
-            try:
-                chunk = self.connection.bio_read(CHUNK)
-            except SSL.WantReadError:
+            count = lib.BIO_read(self._from_ssl, self._buffer, CHUNK)
+            if count <= 0:
                 break
-            if not chunk:
-                break
-            chunks.append(chunk)
+            chunks.append(ffi.buffer(self._buffer, count)[:])
         return b"".join(chunks)
 
     def handshake(self) -> bool:
@@ -87,35 +97,42 @@ class TlsEndpoint:
         return True
 
     def read_plaintext(self) -> bytes:
-        """All plaintext available now (possibly b''). Raises TlsClosed at close_notify."""
+        """All plaintext available now (possibly b''). Raises TlsClosed at close_notify
+        when no data comes with it (otherwise the data is returned and `closed` is set)."""
         chunks: list[bytes] = []
         while True:
+            count = lib.SSL_read(self._ssl, self._buffer, CHUNK)
+            if count > 0:
+                chunks.append(ffi.buffer(self._buffer, count)[:])
+                continue
+            error = lib.SSL_get_error(self._ssl, count)
+            if error == lib.SSL_ERROR_WANT_READ:
+                break
             try:
-                chunk = self.connection.recv(CHUNK)
+                self.connection._raise_ssl_error(self._ssl, count)
             except SSL.WantReadError:
                 break
-            except SSL.ZeroReturnError:
-                self.closed = True
-                if chunks:
-                    break
-                raise TlsClosed() from None
-            except SSL.SysCallError as exc:
+            except (SSL.ZeroReturnError, SSL.SysCallError) as exc:
                 self.closed = True
                 if chunks:
                     break
                 raise TlsClosed() from exc
             except SSL.Error as exc:
                 raise TlsFailure(openssl_reason(exc)) from exc
-            chunks.append(chunk)
+            raise TlsFailure(f"SSL_read failed with error {error}")
         return b"".join(chunks)
 
     def write_plaintext(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            try:
-                sent = self.connection.send(view[:CHUNK])
-            except SSL.Error as exc:
-                raise TlsFailure(openssl_reason(exc)) from exc
+            piece = view[:CHUNK]
+            sent = lib.SSL_write(self._ssl, ffi.from_buffer(piece), len(piece))
+            if sent <= 0:
+                try:
+                    self.connection._raise_ssl_error(self._ssl, sent)
+                except SSL.Error as exc:
+                    raise TlsFailure(openssl_reason(exc)) from exc
+                raise TlsFailure("SSL_write failed")
             view = view[sent:]
 
     def close(self) -> None:
