@@ -47,12 +47,13 @@ from gateway.policy.decision import Action, Decision, Outcome
 from gateway.policy.engine import decide, exempt_by_certificate
 from gateway.policy.facts import FlowFacts
 from gateway.proxy import sockets
+from gateway.proxy.relay import RawTransform, Relay, TlsTransform, Transform
 from gateway.runtime import ClientProxyMaterial, Runtime
 from gateway.session.verdict import UpstreamVerdictKind, judge_upstream
 from gateway.tls.alerts import explain_handshake_failure
 from gateway.tls.clienthello import ClientHello, ClientHelloError, ClientHelloParser
 from gateway.tls.contexts import new_client_connection, new_server_proxy_connection, new_upstream_connection
-from gateway.tls.endpoint import CHUNK, TlsClosed, TlsEndpoint, TlsFailure
+from gateway.tls.endpoint import CHUNK, TlsEndpoint, TlsFailure
 
 logger = logging.getLogger(__name__)
 
@@ -391,95 +392,42 @@ class FlowHandler:
     # -- relays --------------------------------------------------------------------------
 
     async def _splice(self, runtime: Runtime, client: Leg, upstream: Leg, record: FlowRecord) -> None:
-        idle = runtime.config.gateway.idle_timeout
+        def up(n: int) -> None:
+            record.bytes_up += n
 
-        async def pump(src: Leg, dst: Leg, up: bool) -> None:
-            while True:
-                async with asyncio.timeout(idle):
-                    data = await src.reader.read(CHUNK)
-                if not data:
-                    dst.half_close()
-                    return
-                if up:
-                    record.bytes_up += len(data)
-                else:
-                    record.bytes_down += len(data)
-                await dst.send(data)
+        def down(n: int) -> None:
+            record.bytes_down += n
 
-        await self._run_pumps(pump(client, upstream, True), pump(upstream, client, False))
+        await self._relay(runtime, client, upstream, RawTransform(up), RawTransform(down))
 
     async def _relay_decrypted(self, runtime: Runtime, service: DecryptedService,
                                client: Leg, client_tls: TlsEndpoint,
                                upstream: Leg, up_tls: TlsEndpoint, record: FlowRecord) -> None:
-        idle = runtime.config.gateway.idle_timeout
         observer = HttpObserver() if service is DecryptedService.HTTP else None
 
-        async def pump(src: Leg, src_tls: TlsEndpoint, dst: Leg, dst_tls: TlsEndpoint, up: bool) -> None:
-            # The first pass reads nothing from the socket: records that arrived together
-            # with the peer's last handshake message (a client's request right behind its
-            # Finished) are already inside OpenSSL, and waiting on the socket would stall.
-            eof, first = False, True
-            while True:
-                if not first:
-                    async with asyncio.timeout(idle):
-                        data = await src.reader.read(CHUNK)
-                    eof = not data
-                    src_tls.feed(data)
-                first = False
-                try:
-                    plain = src_tls.read_plaintext()
-                    # close_notify may arrive in the same read as the last data: then the
-                    # data is returned and the close is only visible on the endpoint.
-                    closed = eof or src_tls.closed
-                except TlsClosed:
-                    plain, closed = b"", True
-                await src.send(src_tls.data_to_send())  # tickets, key updates, alerts
-                if plain:
-                    if up:
-                        record.bytes_up += len(plain)
-                        if observer is not None:
-                            observer.client_data(plain)
-                    else:
-                        record.bytes_down += len(plain)
-                        if observer is not None:
-                            observer.server_data(plain)
-                    dst_tls.write_plaintext(plain)
-                    await dst.send(dst_tls.data_to_send())
-                if closed:
-                    dst_tls.close()
-                    await dst.send(dst_tls.data_to_send())
-                    dst.half_close()
-                    return
+        def up(plain: bytes) -> None:
+            record.bytes_up += len(plain)
+            if observer is not None:
+                observer.client_data(plain)
+
+        def down(plain: bytes) -> None:
+            record.bytes_down += len(plain)
+            if observer is not None:
+                observer.server_data(plain)
 
         try:
-            await self._run_pumps(pump(client, client_tls, upstream, up_tls, True),
-                                  pump(upstream, up_tls, client, client_tls, False))
+            await self._relay(runtime, client, upstream, TlsTransform(client_tls, up_tls, up),
+                              TlsTransform(up_tls, client_tls, down))
         finally:
             if observer is not None:
                 record.http = observer.messages
 
-    async def _run_pumps(self, *pumps: object) -> None:
-        """Run both directions; a half-close keeps the other direction going, an error or
-        idle timeout on either ends both (the flow record keeps what was counted)."""
-        tasks = [asyncio.ensure_future(p) for p in pumps]  # type: ignore[arg-type]
-        try:
-            pending = set(tasks)
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    exc = task.exception()
-                    if exc is not None:
-                        for other in pending:
-                            other.cancel()
-                        await asyncio.gather(*pending, return_exceptions=True)
-                        if isinstance(exc, TimeoutError):
-                            return
-                        if isinstance(exc, (ConnectionError, TlsFailure)):
-                            return
-                        raise exc
-        finally:
-            for task in tasks:
-                if not task.done():
-                    task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
+    async def _relay(self, runtime: Runtime, client: Leg, upstream: Leg,
+                     client_to_upstream: Transform, upstream_to_client: Transform) -> None:
+        relay = Relay(((client.reader, client.writer), (upstream.reader, upstream.writer)),
+                      (client_to_upstream, upstream_to_client), runtime.config.gateway.idle_timeout)
+        await relay.run()
+        if relay.timed_out:
+            self.counters.add("relay.idle_timeout")
+        elif isinstance(relay.error, TlsFailure):
+            self.counters.add("relay.tls_errors")
