@@ -25,7 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from gateway.errors import PkiError
 from gateway.pki.keys import KeyKind, PrivateKey, generate_key
-from gateway.pki.store import CertificateExistsError, CertStore, StoredCert
+from gateway.pki.store import CertificateExistsError, CertStore, EntryInfo, EntryKind, StoredCert
 
 UNTRUSTED_CA_NAME = "tlsgw-untrusted-ca"
 # Ten years: a signing CA is installed on every client, so replacing it is expensive.
@@ -57,29 +57,39 @@ def create_ca(
     organization: str | None = None,
     now: dt.datetime | None = None,
     key: PrivateKey | None = None,
+    subject: x509.Name | None = None,
+    alt_names: x509.SubjectAlternativeName | None = None,
 ) -> tuple[x509.Certificate, PrivateKey]:
     """A self-signed root CA allowed to sign end-entity certificates only (pathlen 0).
 
     RSA-2048 is the default key because every client accepts it; pass `key` to certify
-    an existing key instead of generating one of `key_kind`.
+    an existing key instead of generating one of `key_kind`. `subject` (built from
+    `gateway.pki.csr.SubjectFields`) replaces the CN/O pair; `alt_names` adds the
+    product's extra DNS and RFC822 names.
     """
     if days < 1:
         raise PkiError(f"CA {common_name!r}: validity must be at least one day, not {days}")
     now = now or dt.datetime.now(dt.timezone.utc)
+    try:
+        not_after = now + dt.timedelta(days=days)
+    except OverflowError:  # past year 9999, which X.509's GeneralizedTime cannot encode
+        raise PkiError(f"CA {common_name!r}: {days} days would end after the year 9999; choose fewer days") from None
     key = key or generate_key(key_kind)
-    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-    if organization:
-        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
-    name = x509.Name(attributes)
+    if subject is None:
+        attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+        if organization:
+            attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+        subject = x509.Name(attributes)
+    name = subject
     public_key = key.public_key()
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(public_key)
         .serial_number(new_serial_number())
         .not_valid_before(now - CA_BACKDATE)
-        .not_valid_after(now + dt.timedelta(days=days))
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -91,9 +101,10 @@ def create_ca(
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key), critical=False)
-        .sign(key, signature_hash(key))
     )
-    return cert, key
+    if alt_names is not None:
+        builder = builder.add_extension(alt_names, critical=False)
+    return builder.sign(key, signature_hash(key)), key
 
 
 def is_ca(cert: x509.Certificate) -> bool:
@@ -139,7 +150,10 @@ def ensure_untrusted_ca(store: CertStore, *, now: dt.datetime | None = None) -> 
             now=now,
         )
         try:
-            return store.save(UNTRUSTED_CA_NAME, cert, key, replace=False)
+            # low_value_key: sealed when there is a secret, but never refused by the key
+            # policies: this key signs only what clients must reject (gateway.pki.keyseal).
+            return store.save(UNTRUSTED_CA_NAME, cert, key, replace=False, low_value_key=True,
+                              info=EntryInfo(EntryKind.CERTIFICATE, origin="created"))
         except CertificateExistsError:
             pass
     return require_signing_ca(store.load(UNTRUSTED_CA_NAME))

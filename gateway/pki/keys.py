@@ -3,10 +3,9 @@
 tlsgw only ever needs keys that can sign (a CA issuing certificates, a server in a TLS
 handshake), so `PrivateKey` is the signing subset of what `cryptography` can load.
 
-Encoding is PKCS#8 PEM. Keys are stored unencrypted for now: `private_key_to_pem` and
-`parse_private_key_pem` are the only two places that encode or decode key material, so
-encryption at rest (a later issue) plugs in there, with a passphrase source, without any
-caller changing.
+Encoding is PKCS#8 PEM. `private_key_to_pem` and `parse_private_key` are the only places
+that encode or decode key material; encryption at rest (`gateway.pki.keyseal`) passes
+them its passphrase, and imports pass the operator's password.
 
 Never log or format a private key; `describe_key` gives the words to use instead.
 """
@@ -115,35 +114,72 @@ def is_rsa_certificate(cert: x509.Certificate) -> bool:
     return isinstance(cert.public_key(), rsa.RSAPublicKey)
 
 
-# --- encoding: the encryption-at-rest seam -------------------------------------------------
+# --- encoding --------------------------------------------------------------------------------
 
 
-def private_key_to_pem(key: PrivateKey) -> bytes:
-    """PKCS#8 PEM, unencrypted (the key file's 0600 mode is the protection for now).
+class EncryptedKeyError(PkiError):
+    """The key is encrypted and no password was given."""
 
-    Encryption at rest replaces `NoEncryption()` here with
-    `BestAvailableEncryption(passphrase)` and gives this function a passphrase source.
+
+class WrongPasswordError(PkiError):
+    """The key (or PKCS#12 file) is encrypted and the password given does not open it."""
+
+
+def private_key_to_pem(key: PrivateKey, password: bytes | None = None) -> bytes:
+    """PKCS#8 PEM; encrypted with `password` when one is given.
+
+    Encryption is PBES2 (PBKDF2-HMAC-SHA256, AES-256-CBC), as `cryptography`'s
+    BestAvailableEncryption writes it, so `openssl pkey -in key.pem` opens it with the
+    same password: an operator can always recover a key without tlsgw.
     """
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
     )
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
 
 
-def parse_private_key_pem(data: bytes, *, source: str) -> PrivateKey:
-    """Decode a PEM private key (PKCS#8, or traditional RSA/EC PEM as other tools write).
+def is_encrypted_pem(data: bytes) -> bool:
+    """True for PKCS#8 `ENCRYPTED PRIVATE KEY` and traditional `Proc-Type: 4,ENCRYPTED` PEM."""
+    return b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data or b"Proc-Type: 4,ENCRYPTED" in data
+
+
+def parse_private_key(data: bytes, *, source: str, password: bytes | None = None) -> PrivateKey:
+    """Decode a private key: PEM or DER, PKCS#8 or traditional RSA/EC, encrypted or not.
+
+    A password given for a key that is not encrypted is ignored (the same password often
+    comes with a PKCS#12 file and a PEM key alike).
 
     Raises:
-        PkiError: naming `source` (the file) when the data is not a usable private key,
-            is encrypted (not supported yet), or cannot sign (DH, X25519, DSA).
+        EncryptedKeyError: the key is encrypted and `password` is None.
+        WrongPasswordError: `password` does not decrypt it.
+        PkiError: naming `source` when the data is no private key, or one that cannot
+            sign (DH, X25519, DSA). Messages never contain key material.
     """
+    loader = serialization.load_pem_private_key if b"-----BEGIN" in data else serialization.load_der_private_key
     try:
-        key = serialization.load_pem_private_key(data, password=None)
+        key = loader(data, password=None)
     except TypeError:
-        raise PkiError(f"{source}: private key is encrypted; encrypted keys are not supported yet: "
-                       "decrypt it with `openssl pkey -in KEY -out key.pem` and keep mode 0600") from None
+        if password is None:
+            raise EncryptedKeyError(f"{source}: the private key is encrypted; give its password") from None
+        try:
+            key = loader(data, password=password)
+        except ValueError:
+            raise WrongPasswordError(f"{source}: the password does not decrypt the private key") from None
+        except UnsupportedAlgorithm as exc:
+            raise PkiError(f"{source}: the private key is encrypted with an unsupported algorithm ({exc})") from None
     except (ValueError, UnsupportedAlgorithm) as exc:
-        raise PkiError(f"{source}: not a readable PEM private key ({exc})") from None
+        raise PkiError(f"{source}: not a readable private key ({_reason(exc)})") from None
     if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey,
                             ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)):
         raise PkiError(f"{source}: {type(key).__name__} keys cannot be used; use an RSA or ECDSA key")
     return key
+
+
+def parse_private_key_pem(data: bytes, *, source: str, password: bytes | None = None) -> PrivateKey:
+    """`parse_private_key` for callers that only ever hold PEM (kept for them)."""
+    return parse_private_key(data, source=source, password=password)
+
+
+def _reason(exc: Exception) -> str:
+    """cryptography's words for a parse failure, on one line (they never quote the input)."""
+    return " ".join(str(exc).split()) or type(exc).__name__

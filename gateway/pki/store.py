@@ -2,8 +2,15 @@
 
 Layout (one directory, default `/var/lib/tlsgw/pki`, mode 0700)::
 
-    <dir>/<name>/cert.pem   the certificate, then its chain (if any), PEM
-    <dir>/<name>/key.pem    its private key, PKCS#8 PEM, mode 0600 (absent for CA-only entries)
+    <dir>/<name>/cert.pem       the certificate, then its chain (if any), PEM
+    <dir>/<name>/key.pem        its private key, PKCS#8 PEM, mode 0600 (absent for CA-only
+                                entries); sealed with the key secret (`gateway.pki.keyseal`)
+    <dir>/<name>/info.json      what tlsgw knows beyond the certificate: kind (certificate or
+                                CA certificate), whether the key may be exported, origin
+    <dir>/.requests/<name>/     pending signing requests: request.pem, key.pem, info.json
+    <dir>/default-ca-package.pem  the default CA package, when updated with
+                                `tlsgw cert update-default-ca` (`pki.default_ca_bundle: store`)
+    <dir>/.lock                 serialises the CLI's multi-step changes
 
 A name is one path component, so a configuration can refer to certificates by name
 (`server_proxies[].certificates`, `client_proxies[].signing_certificate`,
@@ -19,31 +26,47 @@ Why the rules:
   two directories atomically (`renameat2(RENAME_EXCHANGE)`), so a reader sees the old
   entry or the new one, never a mix or nothing.
 
-Keys are unencrypted for now; encryption at rest plugs into
-`gateway.pki.keys.private_key_to_pem` / `parse_private_key_pem`.
+- Operations that touch several entries (a PKCS#12 file with several certificates, a
+  replacement that keeps the old entry as `NAME_REPLACED`) stage every new entry first
+  and then rename them into place, undoing the renames already done if one fails: an
+  error leaves the store as it was. (A crash between two renames can leave the first
+  ones done; every entry is still whole.)
+
+Which key files are written sealed, unsealed or not at all is `KeyProtection`'s choice
+(`gateway.pki.keyseal`); this module only moves the bytes it returns.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import datetime as dt
+import enum
 import errno
+import fcntl
+import json
 import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from gateway.config.model import DEFAULT_PKI_DIR
-from gateway.errors import PkiError
-from gateway.pki.keys import PrivateKey, describe_key, key_matches_certificate, parse_private_key_pem, private_key_to_pem
+from gateway.config.model import DEFAULT_CA_PACKAGE_FILE, DEFAULT_PKI_DIR, PkiSection
+from gateway.errors import ConfigError, ConfigIssue, PkiError
+from gateway.pki.keys import PrivateKey, describe_key, key_matches_certificate
+from gateway.pki.keyseal import KeyProtection, find_key_secret
 
 CERT_FILE = "cert.pem"
 KEY_FILE = "key.pem"
+INFO_FILE = "info.json"
+REQUEST_FILE = "request.pem"
+REQUESTS_DIR = ".requests"
+LOCK_FILE = ".lock"
 DIR_MODE = 0o700
 KEY_MODE = 0o600
 # Certificates are public, but they live in a 0700 directory anyway; 0644 lets an
@@ -69,6 +92,45 @@ def describe_certificate(cert: x509.Certificate) -> str:
     return f"{cert.subject.rfc4514_string() or '<empty subject>'} sha256={sha256_fingerprint(cert)}"
 
 
+class EntryKind(enum.Enum):
+    """The product's two certificate workspaces, which share one name space here."""
+
+    CERTIFICATE = "certificate"
+    """A certificate with its private key: a signing CA or a server endpoint."""
+    CA = "ca"
+    """A CA certificate for trust stores (and chains); a key is never kept for it."""
+
+
+@dataclass(frozen=True, slots=True)
+class EntryInfo:
+    """What the store records beside a certificate (`info.json`)."""
+
+    kind: EntryKind = EntryKind.CERTIFICATE
+    exportable: bool = False
+    """The key may leave tlsgw (`tlsgw cert export --key-out`); never true by default."""
+    origin: str = ""
+    """How the entry came to be: created, imported, pkcs12, signed request, replacement."""
+    created: str = ""
+    """When it was written, ISO 8601 UTC."""
+
+    def to_json(self) -> bytes:
+        return json.dumps({"kind": self.kind.value, "exportable": self.exportable, "origin": self.origin,
+                           "created": self.created}, indent=1).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes, *, source: str) -> EntryInfo:
+        try:
+            raw = json.loads(data)
+            return cls(kind=EntryKind(raw.get("kind", "certificate")), exportable=raw.get("exportable") is True,
+                       origin=str(raw.get("origin", "")), created=str(raw.get("created", "")))
+        except (ValueError, AttributeError) as exc:
+            raise PkiError(f"{source}: unreadable entry information ({exc})") from None
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
 @dataclass(frozen=True, slots=True, repr=False)
 class StoredCert:
     """One named entry of the store, loaded and checked."""
@@ -79,6 +141,7 @@ class StoredCert:
     """Certificates sent after `certificate` in a handshake, issuer first."""
     key: PrivateKey | None = None
     """Matches `certificate` whenever present (checked at load)."""
+    info: EntryInfo = field(default_factory=EntryInfo)
 
     def __repr__(self) -> str:
         # Never the key itself: its repr would be harmless today, but a future key type's
@@ -89,6 +152,52 @@ class StoredCert:
         )
 
     __str__ = __repr__
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class NewEntry:
+    """An entry to write: what `save_all` and `replace_keeping_old` take."""
+
+    name: str
+    certificate: x509.Certificate
+    key: PrivateKey | None = None
+    chain: tuple[x509.Certificate, ...] = ()
+    info: EntryInfo | None = None
+
+    def __repr__(self) -> str:
+        return f"NewEntry({self.name!r}, {describe_certificate(self.certificate)}, key={describe_key(self.key)})"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class PendingRequest:
+    """A certificate signing request waiting for the CA's answer, with its key."""
+
+    name: str
+    csr: x509.CertificateSigningRequest
+    key: PrivateKey
+    signing: bool
+    """Asked for a signing (CA) certificate rather than a server endpoint."""
+    exportable: bool = False
+    created: str = ""
+
+    def __repr__(self) -> str:
+        subject = self.csr.subject.rfc4514_string()
+        return f"PendingRequest({self.name!r}, subject={subject!r}, key={describe_key(self.key)})"
+
+
+class KeyState(enum.Enum):
+    """What `CertStore.key_state` found, without raising: what `tlsgw cert list` shows."""
+
+    NONE = "none"
+    """No key file."""
+    SEALED = "sealed"
+    """Encrypted with the key secret, and it opens and matches."""
+    UNENCRYPTED = "unencrypted"
+    """Readable, matches, but not sealed."""
+    LOCKED = "sealed, not checked"
+    """Sealed, and this process has no secret to open it with."""
+    BROKEN = "broken"
+    """Unreadable, wrong mode, wrong secret, or not the certificate's key."""
 
 
 def check_name(name: str) -> str:
@@ -108,11 +217,20 @@ def check_name(name: str) -> str:
 class CertStore:
     """Named certificates in one directory; see the module docstring for the layout."""
 
-    def __init__(self, directory: str | os.PathLike[str] = DEFAULT_PKI_DIR) -> None:
+    def __init__(self, directory: str | os.PathLike[str] = DEFAULT_PKI_DIR,
+                 protection: KeyProtection | None = None) -> None:
         self.directory = Path(directory)
+        self.protection = protection or KeyProtection()
 
     def __repr__(self) -> str:
-        return f"CertStore({str(self.directory)!r})"
+        return f"CertStore({str(self.directory)!r}, {self.protection!r})"
+
+    def info_path(self, name: str) -> Path:
+        return self.directory / check_name(name) / INFO_FILE
+
+    @property
+    def default_ca_package_path(self) -> Path:
+        return self.directory / DEFAULT_CA_PACKAGE_FILE
 
     def cert_path(self, name: str) -> Path:
         return self.directory / check_name(name) / CERT_FILE
@@ -155,11 +273,42 @@ class CertStore:
         key = None
         key_path = self.key_path(name)
         if with_key and key_path.exists():
-            key = parse_private_key_pem(_read_key(key_path, name), source=f"certificate {name!r}: {key_path}")
+            key = self.protection.decode(_read_key(key_path, name), source=f"certificate {name!r}: {key_path}")
             if not key_matches_certificate(key, certs[0]):
                 raise PkiError(f"certificate {name!r}: {key_path} is not the key of {cert_path} "
                                "(their public keys differ)")
-        return StoredCert(name, certs[0], tuple(certs[1:]), key)
+        return StoredCert(name, certs[0], tuple(certs[1:]), key, self.load_info(name, certs[0]))
+
+    def load_info(self, name: str, cert: x509.Certificate | None = None) -> EntryInfo:
+        """The entry's `info.json`; for entries written without one, what the files say:
+        a key file makes it a certificate, a CA certificate without key a CA entry."""
+        path = self.info_path(name)
+        try:
+            return EntryInfo.from_json(path.read_bytes(), source=str(path))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise PkiError(f"certificate {name!r}: cannot read {path} ({exc.strerror})") from None
+        if self.key_path(name).exists() or cert is None or not _claims_ca(cert):
+            return EntryInfo(EntryKind.CERTIFICATE)
+        return EntryInfo(EntryKind.CA)
+
+    def key_state(self, name: str, cert: x509.Certificate) -> tuple[KeyState, str]:
+        """The state of the entry's key file and, when broken, why (never its contents)."""
+        key_path = self.key_path(name)
+        if not key_path.exists():
+            return KeyState.NONE, ""
+        try:
+            data = _read_key(key_path, name)
+            sealed = self.protection.is_sealed(data)
+            if sealed and self.protection.secret is None:
+                return KeyState.LOCKED, ""
+            key = self.protection.decode(data, source=f"certificate {name!r}: {key_path}")
+        except PkiError as exc:
+            return KeyState.BROKEN, str(exc)
+        if not key_matches_certificate(key, cert):
+            return KeyState.BROKEN, f"{key_path} is not the key of the certificate (their public keys differ)"
+        return (KeyState.SEALED if sealed else KeyState.UNENCRYPTED), ""
 
     # --- writing ------------------------------------------------------------------------
 
@@ -171,31 +320,26 @@ class CertStore:
         chain: Sequence[x509.Certificate] = (),
         *,
         replace: bool = True,
+        info: EntryInfo | None = None,
+        low_value_key: bool = False,
     ) -> StoredCert:
         """Write entry `name` atomically and return it as `load` would.
 
         With `replace=False` an existing entry is left alone and `CertificateExistsError`
         is raised, which lets concurrent first-use creators agree on one winner.
+        `low_value_key` is for the untrusted CA only (see `gateway.pki.keyseal`).
 
         Raises:
-            PkiError: the key does not match `cert`, or the store cannot be written.
+            PkiError: the key does not match `cert`, the key protection refuses to write
+                it (`KeysNotPersistedError`, `MissingKeySecretError`), or the store
+                cannot be written.
         """
         check_name(name)
-        if key is not None and not key_matches_certificate(key, cert):
-            raise PkiError(f"certificate {name!r}: the key given does not match the certificate")
+        entry = NewEntry(name, cert, key, tuple(chain), info)
         self._ensure_directory()
+        tmp = self._stage(entry, low_value_key=low_value_key)
         target = self.directory / name
         try:
-            tmp = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{name}-", dir=self.directory))
-        except OSError as exc:
-            raise PkiError(f"certificate {name!r}: cannot write in {self.directory} ({exc.strerror})") from None
-        try:
-            os.chmod(tmp, DIR_MODE)
-            pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (cert, *chain))
-            _write_file(tmp / CERT_FILE, pem, CERT_MODE)
-            if key is not None:
-                _write_file(tmp / KEY_FILE, private_key_to_pem(key), KEY_MODE)
-            _fsync_dir(tmp)
             _move_into_place(tmp, target, name, replace=replace)
             _fsync_dir(self.directory)
         except OSError as exc:
@@ -203,13 +347,291 @@ class CertStore:
         finally:
             # After a swap `tmp` holds the previous entry; after a failure, the new one.
             shutil.rmtree(tmp, ignore_errors=True)
-        return StoredCert(name, cert, tuple(chain), key)
+        return StoredCert(name, cert, tuple(chain), key, info or EntryInfo())
+
+    def save_all(self, entries: Sequence[NewEntry]) -> tuple[StoredCert, ...]:
+        """Write several new entries, all or none (a PKCS#12 file with several certificates).
+
+        Raises:
+            CertificateExistsError: one of the names is taken (nothing is written).
+            PkiError: as `save`; whatever was already renamed into place is removed again.
+        """
+        if not entries:
+            raise PkiError("nothing to write: no certificate was given")
+        names = [e.name for e in entries]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise PkiError(f"certificate names {', '.join(map(repr, duplicates))} would be used twice")
+        for entry in entries:
+            if (self.directory / check_name(entry.name)).exists():
+                raise CertificateExistsError(f"certificate {entry.name!r} already exists in {self.directory}")
+        self._ensure_directory()
+        staged: list[tuple[NewEntry, Path]] = []
+        placed: list[Path] = []
+        try:
+            for entry in entries:
+                staged.append((entry, self._stage(entry)))
+            for entry, tmp in staged:
+                target = self.directory / entry.name
+                try:
+                    os.rename(tmp, target)
+                except OSError as exc:
+                    if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                        raise CertificateExistsError(f"certificate {entry.name!r} already exists in "
+                                                     f"{self.directory}") from None
+                    raise PkiError(f"certificate {entry.name!r}: cannot write {target} ({exc.strerror})") from None
+                placed.append(target)
+            _fsync_dir(self.directory)
+        except BaseException:
+            for target in placed:
+                self._discard(target)
+            raise
+        finally:
+            for _, tmp in staged:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return tuple(StoredCert(e.name, e.certificate, e.chain, e.key, e.info or EntryInfo()) for e in entries)
+
+    def replace_keeping_old(self, new: NewEntry, old_name: str, *, discard_previous: bool = False) -> None:
+        """Put `new` in place of the entry of the same name, which is kept as `old_name`.
+
+        The name never disappears: the new entry is swapped in with RENAME_EXCHANGE where
+        the system has it, so a gateway reloading at that moment finds the old entry or
+        the new one. If keeping the old entry fails, the swap is undone.
+
+        Raises:
+            PkiError: no entry to replace; `old_name` taken and not `discard_previous`;
+                the store cannot be written. The store is unchanged in each case.
+        """
+        target = self.directory / check_name(new.name)
+        kept = self.directory / check_name(old_name)
+        if not self.exists(new.name):
+            raise PkiError(f"certificate {new.name!r} does not exist in {self.directory}; nothing to replace")
+        if kept.exists() and not discard_previous:
+            raise CertificateExistsError(f"certificate {old_name!r} already exists (kept from an earlier "
+                                         f"replacement); delete it first or pass --discard-previous")
+        tmp = self._stage(new)
+        try:
+            if kept.exists():
+                self._discard(kept)
+            if _exchange(tmp, target):
+                try:
+                    os.rename(tmp, kept)  # `tmp` now holds the old entry
+                except OSError:
+                    _exchange(tmp, target)  # put the old entry back under its name
+                    raise
+            else:
+                os.rename(target, kept)
+                try:
+                    os.rename(tmp, target)
+                except OSError:
+                    os.rename(kept, target)
+                    raise
+            _fsync_dir(self.directory)
+        except OSError as exc:
+            raise PkiError(f"certificate {new.name!r}: cannot replace {target} ({exc.strerror})") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def delete(self, name: str) -> None:
+        """Remove an entry at once: it is renamed away first, so no half-deleted entry is seen."""
+        target = self.directory / check_name(name)
+        if not target.is_dir():
+            raise PkiError(f"certificate {name!r} does not exist in {self.directory}")
+        self._discard(target)
+
+    def update_info(self, name: str, info: EntryInfo) -> None:
+        """Rewrite an entry's info.json in place (atomically, by rename)."""
+        path = self.info_path(name)
+        tmp = path.with_name(f"{_TEMP_PREFIX}{INFO_FILE}")
+        try:
+            tmp.unlink(missing_ok=True)
+            _write_file(tmp, info.to_json(), CERT_MODE)
+            os.rename(tmp, path)
+        except OSError as exc:
+            raise PkiError(f"certificate {name!r}: cannot write {path} ({exc.strerror})") from None
+
+    # --- signing requests ---------------------------------------------------------------
+
+    @property
+    def requests_directory(self) -> Path:
+        return self.directory / REQUESTS_DIR
+
+    def request_names(self) -> tuple[str, ...]:
+        try:
+            entries = list(self.requests_directory.iterdir())
+        except FileNotFoundError:
+            return ()
+        except OSError as exc:
+            raise PkiError(f"{self.requests_directory}: cannot list signing requests ({exc.strerror})") from None
+        return tuple(sorted(p.name for p in entries if not p.name.startswith(".") and (p / REQUEST_FILE).is_file()))
+
+    def request_exists(self, name: str) -> bool:
+        return (self.requests_directory / check_name(name) / REQUEST_FILE).is_file()
+
+    def save_request(self, request: PendingRequest) -> None:
+        """Write a pending request and its key (sealed as any key), refusing an existing name."""
+        name = check_name(request.name)
+        self.protection.check_can_write(f"signing request {name!r}")
+        self._ensure_directory()
+        directory = self.requests_directory
+        try:
+            directory.mkdir(mode=DIR_MODE, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{name}-", dir=directory))
+        except OSError as exc:
+            raise PkiError(f"signing request {name!r}: cannot write in {directory} ({exc.strerror})") from None
+        try:
+            os.chmod(tmp, DIR_MODE)
+            _write_file(tmp / REQUEST_FILE, request.csr.public_bytes(serialization.Encoding.PEM), CERT_MODE)
+            _write_file(tmp / KEY_FILE, self.protection.encode(request.key, what=f"signing request {name!r}"), KEY_MODE)
+            meta = {"signing": request.signing, "exportable": request.exportable,
+                    "created": request.created or now_iso()}
+            _write_file(tmp / INFO_FILE, json.dumps(meta).encode() + b"\n", CERT_MODE)
+            _fsync_dir(tmp)
+            try:
+                os.rename(tmp, directory / name)
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise CertificateExistsError(f"signing request {name!r} already exists") from None
+                raise
+            _fsync_dir(directory)
+        except OSError as exc:
+            raise PkiError(f"signing request {name!r}: cannot write it ({exc.strerror})") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def load_request_csr(self, name: str) -> x509.CertificateSigningRequest:
+        """A pending request's CSR alone (what goes to the CA; never the key)."""
+        path = self.requests_directory / check_name(name) / REQUEST_FILE
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise PkiError(f"no signing request named {name!r} in {self.directory}") from None
+        except OSError as exc:
+            raise PkiError(f"signing request {name!r}: cannot read {path} ({exc.strerror})") from None
+        try:
+            return x509.load_pem_x509_csr(data)
+        except ValueError as exc:
+            raise PkiError(f"signing request {name!r}: {path} is not a PEM request ({exc})") from None
+
+    def load_request(self, name: str) -> PendingRequest:
+        """A pending request with its key, unsealed."""
+        csr = self.load_request_csr(name)
+        directory = self.requests_directory / name
+        key_path = directory / KEY_FILE
+        key = self.protection.decode(_read_key(key_path, name), source=f"signing request {name!r}: {key_path}")
+        try:
+            meta = json.loads((directory / INFO_FILE).read_bytes())
+        except (OSError, ValueError):
+            meta = {}
+        return PendingRequest(name, csr, key, signing=meta.get("signing") is True,
+                              exportable=meta.get("exportable") is True, created=str(meta.get("created", "")))
+
+    def delete_request(self, name: str) -> None:
+        target = self.requests_directory / check_name(name)
+        if not target.is_dir():
+            raise PkiError(f"no signing request named {name!r} in {self.directory}")
+        self._discard(target)
+
+    # --- the default CA package -----------------------------------------------------------
+
+    def write_default_ca_package(self, pem: bytes) -> Path:
+        """Replace the store's copy of the default CA package atomically (mode 0644)."""
+        self._ensure_directory()
+        path = self.default_ca_package_path
+        tmp = path.with_name(f"{_TEMP_PREFIX}{path.name}-{os.getpid()}")
+        try:
+            tmp.unlink(missing_ok=True)
+            _write_file(tmp, pem, CERT_MODE)
+            os.rename(tmp, path)
+            _fsync_dir(self.directory)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise PkiError(f"{path}: cannot write the default CA package ({exc.strerror})") from None
+        return path
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the store's lock (flock on `.lock`) for a check-then-write sequence, so two
+        `tlsgw cert` commands cannot both decide a name is free."""
+        self._ensure_directory()
+        path = self.directory / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise PkiError(f"{path}: cannot lock the PKI store ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _stage(self, entry: NewEntry, *, low_value_key: bool = False) -> Path:
+        """Write `entry` into a new temporary directory inside the store; return it."""
+        name = check_name(entry.name)
+        if entry.key is not None and not key_matches_certificate(entry.key, entry.certificate):
+            raise PkiError(f"certificate {name!r}: the key given does not match the certificate")
+        key_pem = (self.protection.encode(entry.key, what=f"certificate {name!r}", low_value=low_value_key)
+                   if entry.key is not None else None)
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{name}-", dir=self.directory))
+        except OSError as exc:
+            raise PkiError(f"certificate {name!r}: cannot write in {self.directory} ({exc.strerror})") from None
+        try:
+            os.chmod(tmp, DIR_MODE)
+            pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (entry.certificate, *entry.chain))
+            _write_file(tmp / CERT_FILE, pem, CERT_MODE)
+            if key_pem is not None:
+                _write_file(tmp / KEY_FILE, key_pem, KEY_MODE)
+            if entry.info is not None:
+                _write_file(tmp / INFO_FILE, entry.info.to_json(), CERT_MODE)
+            _fsync_dir(tmp)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise PkiError(f"certificate {name!r}: cannot write in {self.directory} ({exc.strerror})") from None
+        return tmp
+
+    def _discard(self, target: Path) -> None:
+        """Rename `target` to a temporary name (atomic disappearance), then remove it."""
+        aside = target.with_name(f"{_TEMP_PREFIX}gone-{target.name}-{os.getpid()}")
+        try:
+            os.rename(target, aside)
+        except OSError as exc:
+            raise PkiError(f"{target}: cannot remove it ({exc.strerror})") from None
+        shutil.rmtree(aside, ignore_errors=True)
 
     def _ensure_directory(self) -> None:
         try:
             self.directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         except OSError as exc:
             raise PkiError(f"{self.directory}: cannot create the PKI store ({exc.strerror})") from None
+
+
+def open_store(pki: PkiSection, *, key_secret_file: str | None = None,
+               environ: Mapping[str, str] | None = None, secret_hint: str | None = None) -> CertStore:
+    """The store as the configuration describes it: directory, key secret, key policies.
+
+    Used by the daemon (every load and reload) and by `tlsgw cert`.
+
+    Raises:
+        ConfigError: at `pki.key_secret_file` when the secret exists but cannot be used.
+    """
+    try:
+        secret = find_key_secret(pki.key_secret_file, explicit_file=key_secret_file, environ=environ)
+    except PkiError as exc:
+        raise ConfigError([ConfigIssue("pki.key_secret_file", str(exc))]) from None
+    hint = secret_hint or (f"put one in {pki.key_secret_file} (pki.key_secret_file) or give the systemd "
+                           "credential tlsgw-key-secret")
+    return CertStore(pki.dir, KeyProtection(secret, encrypt=pki.encrypt_keys, persist=pki.persist_keys,
+                                            secret_hint=hint))
+
+
+def _claims_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
 
 
 def _read(path: Path, name: str, *, what: str) -> bytes:

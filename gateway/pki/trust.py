@@ -102,8 +102,8 @@ def load_ca_bundle(path: str) -> tuple[x509.Certificate, ...]:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise PkiError(f"CA bundle {path} does not exist (install the ca-certificates package, "
-                       "or set pki.default_ca_bundle)") from None
+        raise PkiError(f"CA bundle {path} does not exist (install the ca-certificates package, import "
+                       "one with `tlsgw cert update-default-ca FILE`, or set pki.default_ca_bundle)") from None
     except OSError as exc:
         raise PkiError(f"CA bundle {path}: {exc.strerror}") from None
     stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
@@ -115,14 +115,15 @@ def load_ca_bundle(path: str) -> tuple[x509.Certificate, ...]:
             data = f.read()
     except OSError as exc:
         raise PkiError(f"CA bundle {path}: {exc.strerror}") from None
-    certs = _parse_bundle(data, path)
+    certs = parse_ca_bundle(data, path)
     if not certs:
         raise PkiError(f"CA bundle {path} holds no PEM certificate")
     _bundle_cache[path] = (stamp, certs)
     return certs
 
 
-def _parse_bundle(data: bytes, path: str) -> tuple[x509.Certificate, ...]:
+def parse_ca_bundle(data: bytes, path: str) -> tuple[x509.Certificate, ...]:
+    """Every readable certificate of a PEM bundle; unreadable ones are skipped with a warning."""
     with warnings.catch_warnings():
         # Mozilla's bundle has a root with a non-positive serial; cryptography warns about
         # it on every parse, and the warning tells an operator nothing they can act on.

@@ -74,7 +74,7 @@ def test_parse_private_key_rejects_garbage_naming_source() -> None:
         parse_private_key_pem(b"not a key", source="/x/key.pem")
 
 
-def test_parse_private_key_rejects_encrypted_key(other_ec_key: ec.EllipticCurvePrivateKey) -> None:
+def test_parse_private_key_rejects_encrypted_key_without_password(other_ec_key: ec.EllipticCurvePrivateKey) -> None:
     pem = other_ec_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.BestAvailableEncryption(b"secret"),
