@@ -6,16 +6,20 @@ can check that what they wrote means what they intended, without reading the YAM
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable
 
 from gateway.config.model import (
     ClientPolicy,
+    ClientProxy,
     GatewayConfig,
     InspectionProfile,
     PortRange,
     ServerPolicy,
+    ServerProxy,
     TlsVersion,
 )
+from gateway.tls.ciphers import needs_security_level_0, select_suites
 
 
 def explain(cfg: GatewayConfig) -> str:
@@ -30,6 +34,11 @@ def explain(cfg: GatewayConfig) -> str:
         f"{'bypassed' if g.limits.on_exceed.value == 'bypass' else 'blocked'}",
         f"Handshake timeout {g.handshake_timeout:g}s, idle timeout {g.idle_timeout:g}s; "
         f"inspection log {g.inspection_log}",
+        "While tlsgw is not running, the bridge "
+        + ("forwards every flow untouched (fail_mode open)" if g.fail_mode.value == "open"
+           else "drops the flows tlsgw would inspect (fail_mode closed)"),
+        f"Control socket {g.control.socket} (group {g.control.group}); metrics "
+        + (f"on http://{g.metrics.address}:{g.metrics.port}/metrics" if g.metrics else "endpoint off"),
     ]
     if not g.segments:
         lines.append("No segments: nothing is inspected.")
@@ -78,6 +87,7 @@ def _server_policy(cfg: GatewayConfig, policy: ServerPolicy) -> list[str]:
         f"{_ports(proxy.detection_ports)}, {_protocols(proxy.protocols)}",
         f"  certificates: {', '.join(proxy.certificates)} (chosen by SNI, fallback {proxy.certificates[0]})",
     ]
+    lines.extend("  " + line for line in _tls(proxy))
     if policy.source_exceptions:
         lines.append(f"  never decrypted for clients in {_join(policy.source_exceptions)}")
     return lines
@@ -96,6 +106,12 @@ def _client_policy(cfg: GatewayConfig, policy: ClientPolicy) -> list[str]:
         f"{_protocols(proxy.protocols)}, forging with {proxy.signing_certificate}",
         "  " + "; ".join(strict) + ("; HTTP/2 downgraded to HTTP/1.1" if proxy.downgrade_http2 else ""),
     ]
+    lines.extend("  " + line for line in _tls(proxy))
+    lines.append(
+        f"  sites asking for a client certificate are relayed untouched for {proxy.client_certificate_bypass_seconds:g}s; "
+        f"sites whose certificate clients pin ({proxy.pinning_failures} refusals within "
+        f"{proxy.pinning_window_seconds:g}s) for {proxy.pinning_bypass_seconds:g}s"
+    )
     if policy.decryption_policy is None:
         lines.append("  no decryption policy: every domain is decrypted")
     else:
@@ -134,6 +150,28 @@ def _join(items: Iterable[object]) -> str:
 
 def _ports(ports: tuple[PortRange, ...]) -> str:
     return _join(ports)
+
+
+def _tls(proxy: ClientProxy | ServerProxy) -> list[str]:
+    """Protocols, criteria and the exact suite strings OpenSSL is given (issue 5)."""
+    suites = select_suites(proxy.cipher_suites, proxy.protocols)
+    criteria = proxy.cipher_suites
+    lines = [
+        f"cipher suites by key exchange {_words(criteria.key_exchange)}; bulk {_words(criteria.bulk)}; "
+        f"MAC {_words(criteria.mac)}; encrypt-then-MAC {_on(proxy.encrypt_then_mac)}",
+    ]
+    if suites.tls13:
+        lines.append(f"  TLS 1.3 suites: {suites.tls13_ciphersuites().decode()}")
+    if suites.tls12:
+        level = ":@SECLEVEL=0" if needs_security_level_0(suites.tls12, min(proxy.protocols)) else ""
+        lines.append(f"  TLS 1.2 and below suites: {suites.cipher_list().decode()}{level}")
+    lines.append("  toward clients never weaker than the server leg of each flow "
+                 "(version, forward secrecy, AEAD); TLS 1.3 preferred")
+    return lines
+
+
+def _words(choices: Iterable[enum.Enum]) -> str:
+    return ", ".join(str(c.value) for c in choices)
 
 
 def _protocols(versions: tuple[TlsVersion, ...]) -> str:

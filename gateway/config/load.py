@@ -21,21 +21,29 @@ import math
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 from typing import Any, TypeVar
 
 import yaml
 
 from gateway.config import names
 from gateway.config.model import (
+    BulkCipher,
+    CipherSuiteCriteria,
+    DEFAULT_CA_FROM_STORE,
     ClientPolicy,
     ClientProxy,
+    ControlSettings,
     DecryptedService,
     DecryptionPolicy,
+    FailMode,
     GatewayConfig,
     GatewaySection,
     InspectionProfile,
+    KeyExchange,
     Limits,
+    MacAlgorithm,
+    MetricsSettings,
     NetfilterBackendName,
     NetfilterSettings,
     OnExceed,
@@ -47,8 +55,10 @@ from gateway.config.model import (
     SslInspection,
     TlsVersion,
     TrustStore,
+    TunnelSettings,
 )
 from gateway.errors import ConfigError, ConfigIssue
+from gateway.tls.ciphers import selection_problems
 
 T = TypeVar("T")
 E = TypeVar("E", bound=enum.Enum)
@@ -58,6 +68,8 @@ MAX_SERVER_CERTIFICATES = 1000
 MIN_KEY_LENGTHS = (1024, 2048, 3072, 4096)
 _TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,15}")
 _DIGITS = re.compile(r"[0-9]+")
+# shadow-utils' default NAME_REGEX, the names useradd/groupadd accept.
+_GROUP_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 # Policy-routing tables the kernel owns: 253 default, 254 main, 255 local.
 _RESERVED_ROUTE_TABLES = frozenset({0, 253, 254, 255})
 _PROTOCOL_LABELS = {v.label: v for v in TlsVersion}
@@ -431,6 +443,35 @@ class _Reader:
             return None
         return tuple(sorted(versions))
 
+    def cipher_suites(self, path: str, value: object) -> CipherSuiteCriteria | None:
+        """The product's criteria; each needs at least one choice, as in the product."""
+        m = self.mapping(value, path, ("key_exchange", "bulk", "mac"))
+        d = CipherSuiteCriteria()
+
+        def criterion(enum_type: type[E], what: str) -> Callable[[str, object], tuple[E, ...] | None]:
+            words = ", ".join(str(member.value) for member in enum_type)
+            read_list = self.list_of(self.choice(enum_type), what=what)
+
+            def read(p: str, node: object) -> tuple[E, ...] | None:
+                if node is None or node == []:
+                    self.problem(p, f"choose at least one {what} ({words})")
+                    return None
+                return read_list(p, node)
+
+            return read
+
+        return CipherSuiteCriteria(
+            key_exchange=self.field(m, path, "key_exchange", criterion(KeyExchange, "key exchange"), d.key_exchange),
+            bulk=self.field(m, path, "bulk", criterion(BulkCipher, "bulk cipher"), d.bulk),
+            mac=self.field(m, path, "mac", criterion(MacAlgorithm, "MAC"), d.mac),
+        )
+
+    def tls_combination(self, path: str, protocols: tuple[TlsVersion, ...], criteria: CipherSuiteCriteria) -> None:
+        """Every enabled version needs a chosen suite (pure table knowledge; what the
+        running OpenSSL can do is checked with the certificates, in gateway.runtime)."""
+        for field_name, message in selection_problems(criteria, protocols):
+            self.problem(_join(path, field_name), message)
+
     # -- whole-file rules -------------------------------------------------------------
 
     def unique(self, kind: str, named: Iterable[tuple[str, str]]) -> None:
@@ -537,6 +578,10 @@ def _read_gateway(r: _Reader, node: object, path: str) -> GatewaySection:
         "netfilter",
         "handshake_timeout",
         "idle_timeout",
+        "fail_mode",
+        "control",
+        "metrics",
+        "tunnels",
     )
     m = r.mapping(node, path, keys)
     d = GatewaySection()
@@ -551,7 +596,77 @@ def _read_gateway(r: _Reader, node: object, path: str) -> GatewaySection:
         netfilter=_read_netfilter(r, m.get("netfilter"), _join(path, "netfilter")),
         handshake_timeout=r.field(m, path, "handshake_timeout", r.seconds, d.handshake_timeout),
         idle_timeout=r.field(m, path, "idle_timeout", r.seconds, d.idle_timeout),
+        fail_mode=r.field(m, path, "fail_mode", r.choice(FailMode), d.fail_mode),
+        control=_read_control(r, m.get("control"), _join(path, "control")),
+        metrics=_read_metrics(r, m.get("metrics"), _join(path, "metrics")) if m.get("metrics") is not None else None,
+        tunnels=_read_tunnels(r, m.get("tunnels"), _join(path, "tunnels")),
     )
+
+
+def _read_tunnels(r: _Reader, node: object, path: str) -> TunnelSettings:
+    m = r.mapping(node, path, ("enabled", "outer_mtu", "route_table"))
+    d = TunnelSettings()
+
+    def route_table(p: str, value: object) -> int | None:
+        number = r.integer(1, 0xFFFFFF00)(p, value)
+        if number is not None and any(t in _RESERVED_ROUTE_TABLES for t in range(number, number + 16)):
+            r.problem(p, f"tables {number}.. would reach the kernel's (253 default, 254 main, 255 local)")
+            return None
+        return number
+
+    return TunnelSettings(
+        enabled=r.field(m, path, "enabled", r.boolean, d.enabled),
+        # 576: the IPv4 minimum every host accepts (RFC 791); 9216: jumbo frames.
+        outer_mtu=r.field(m, path, "outer_mtu", r.integer(576, 9216), d.outer_mtu),
+        route_table=r.field(m, path, "route_table", route_table, d.route_table),
+    )
+
+
+def _read_control(r: _Reader, node: object, path: str) -> ControlSettings:
+    m = r.mapping(node, path, ("socket", "group", "bypass_file"))
+    d = ControlSettings()
+
+    def group(p: str, value: object) -> str | None:
+        text = r.string(p, value)
+        if text is not None and not _GROUP_NAME.fullmatch(text):
+            r.problem(p, f"{text!r} is not a valid group name")
+            return None
+        return text
+
+    return ControlSettings(
+        socket=r.field(m, path, "socket", r.absolute_path, d.socket),
+        group=r.field(m, path, "group", group, d.group),
+        bypass_file=r.field(m, path, "bypass_file", r.absolute_path, d.bypass_file),
+    )
+
+
+def _read_metrics(r: _Reader, node: object, path: str) -> MetricsSettings | None:
+    """`metrics: {listen: 127.0.0.1:9598}`; `listen: 9598` keeps the loopback address."""
+    m = r.mapping(node, path, ("listen",), required=("listen",))
+    if "listen" not in m:
+        return None
+    p = _join(path, "listen")
+    value = m["listen"]
+    d = MetricsSettings()
+    if isinstance(value, int) and not isinstance(value, bool):
+        host, port_text = str(d.address), str(value)
+    elif isinstance(value, str):
+        host, _, port_text = value.rpartition(":")
+        host = host or str(d.address)
+    else:
+        r.problem(p, f"expected ADDRESS:PORT such as 127.0.0.1:9598, got {_type_name(value)}")
+        return None
+    try:
+        address = IPv4Address(host)
+    except ValueError:
+        r.problem(p, f"{host!r} is not an IPv4 address (expected ADDRESS:PORT such as 127.0.0.1:9598)")
+        return None
+    port = r.integer(1, 65535)(p, int(port_text)) if _DIGITS.fullmatch(port_text) else None
+    if port is None:
+        if not _DIGITS.fullmatch(port_text):
+            r.problem(p, f"{port_text!r} is not a port (expected ADDRESS:PORT such as 127.0.0.1:9598)")
+        return None
+    return MetricsSettings(address=address, port=port)
 
 
 def _read_ssl_inspection(r: _Reader, node: object, path: str) -> SslInspection:
@@ -600,11 +715,24 @@ def _read_netfilter(r: _Reader, node: object, path: str) -> NetfilterSettings:
 
 
 def _read_pki(r: _Reader, node: object, path: str) -> PkiSection:
-    m = r.mapping(node, path, ("dir", "default_ca_bundle"))
+    m = r.mapping(node, path, ("dir", "default_ca_bundle", "key_secret_file", "encrypt_keys", "persist_keys"))
     d = PkiSection()
+
+    def bundle(p: str, value: object) -> str | None:
+        if value == DEFAULT_CA_FROM_STORE:
+            return DEFAULT_CA_FROM_STORE
+        if isinstance(value, str) and not value.startswith("/"):
+            r.problem(p, f"{value!r} must be an absolute path, or {DEFAULT_CA_FROM_STORE!r} for the package "
+                         "imported with `tlsgw cert update-default-ca`")
+            return None
+        return r.absolute_path(p, value)
+
     return PkiSection(
         dir=r.field(m, path, "dir", r.absolute_path, d.dir),
-        default_ca_bundle=r.field(m, path, "default_ca_bundle", r.absolute_path, d.default_ca_bundle),
+        default_ca_bundle=r.field(m, path, "default_ca_bundle", bundle, d.default_ca_bundle),
+        key_secret_file=r.field(m, path, "key_secret_file", r.absolute_path, d.key_secret_file),
+        encrypt_keys=r.field(m, path, "encrypt_keys", r.boolean, d.encrypt_keys),
+        persist_keys=r.field(m, path, "persist_keys", r.boolean, d.persist_keys),
     )
 
 
@@ -619,9 +747,16 @@ def _read_server_proxy(r: _Reader, node: object, path: str) -> ServerProxy:
         "protocols",
         "logging",
         "tcp_reset_server",
+        "encrypt_then_mac",
+        "cipher_suites",
     )
     m = r.mapping(node, path, keys, required=("name", "destinations", "detection_ports", "certificates"))
     d = ServerProxy(name="", destinations=(), detection_ports=(), certificates=())
+    issues_before_tls = len(r.issues)
+    protocols = r.field(m, path, "protocols", r.protocols, d.protocols)
+    cipher_suites = r.field(m, path, "cipher_suites", r.cipher_suites, d.cipher_suites)
+    if len(r.issues) == issues_before_tls:
+        r.tls_combination(path, protocols, cipher_suites)
     return ServerProxy(
         name=r.field(m, path, "name", r.name(names.SERVER_PROXY), ""),
         description=r.field(m, path, "description", r.description, d.description),
@@ -637,9 +772,11 @@ def _read_server_proxy(r: _Reader, node: object, path: str) -> ServerProxy:
             r.list_of(r.name(names.CERTIFICATE), min_items=1, max_items=MAX_SERVER_CERTIFICATES, what="certificates"),
             (),
         ),
-        protocols=r.field(m, path, "protocols", r.protocols, d.protocols),
+        protocols=protocols,
         logging=r.field(m, path, "logging", r.boolean, d.logging),
         tcp_reset_server=r.field(m, path, "tcp_reset_server", r.boolean, d.tcp_reset_server),
+        encrypt_then_mac=r.field(m, path, "encrypt_then_mac", r.boolean, d.encrypt_then_mac),
+        cipher_suites=cipher_suites,
     )
 
 
@@ -657,9 +794,20 @@ def _read_client_proxy(r: _Reader, node: object, path: str) -> ClientProxy:
         "protocols",
         "logging",
         "tcp_reset_client",
+        "encrypt_then_mac",
+        "cipher_suites",
+        "client_certificate_bypass_seconds",
+        "pinning_failures",
+        "pinning_window_seconds",
+        "pinning_bypass_seconds",
     )
     m = r.mapping(node, path, keys, required=("name", "signing_certificate", "detection_ports"))
     d = ClientProxy(name="", signing_certificate="", detection_ports=())
+    issues_before_tls = len(r.issues)
+    protocols = r.field(m, path, "protocols", r.protocols, d.protocols)
+    cipher_suites = r.field(m, path, "cipher_suites", r.cipher_suites, d.cipher_suites)
+    if len(r.issues) == issues_before_tls:
+        r.tls_combination(path, protocols, cipher_suites)
 
     def key_length(p: str, value: object) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool) and value in MIN_KEY_LENGTHS:
@@ -683,9 +831,17 @@ def _read_client_proxy(r: _Reader, node: object, path: str) -> ClientProxy:
             m, path, "block_expired_certificates", r.boolean, d.block_expired_certificates
         ),
         downgrade_http2=r.field(m, path, "downgrade_http2", r.boolean, d.downgrade_http2),
-        protocols=r.field(m, path, "protocols", r.protocols, d.protocols),
+        protocols=protocols,
         logging=r.field(m, path, "logging", r.boolean, d.logging),
         tcp_reset_client=r.field(m, path, "tcp_reset_client", r.boolean, d.tcp_reset_client),
+        encrypt_then_mac=r.field(m, path, "encrypt_then_mac", r.boolean, d.encrypt_then_mac),
+        cipher_suites=cipher_suites,
+        client_certificate_bypass_seconds=r.field(
+            m, path, "client_certificate_bypass_seconds", r.seconds, d.client_certificate_bypass_seconds
+        ),
+        pinning_failures=r.field(m, path, "pinning_failures", r.integer(1, 1000), d.pinning_failures),
+        pinning_window_seconds=r.field(m, path, "pinning_window_seconds", r.seconds, d.pinning_window_seconds),
+        pinning_bypass_seconds=r.field(m, path, "pinning_bypass_seconds", r.seconds, d.pinning_bypass_seconds),
     )
 
 

@@ -12,6 +12,7 @@ Field docstrings are the reference text for `tlsgw check-config --explain`.
 from __future__ import annotations
 
 import enum
+import posixpath
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
@@ -20,6 +21,12 @@ DEFAULT_PKI_DIR = "/var/lib/tlsgw/pki"
 DEFAULT_INSPECTION_LOG = "/var/log/tlsgw/inspection.jsonl"
 # Debian's ca-certificates package: Mozilla's bundle, as the product's "default CA package".
 DEFAULT_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+# `pki.default_ca_bundle: store`: the package imported with `tlsgw cert update-default-ca`,
+# kept in the PKI store as DEFAULT_CA_PACKAGE_FILE.
+DEFAULT_CA_FROM_STORE = "store"
+DEFAULT_CA_PACKAGE_FILE = "default-ca-package.pem"
+# Apart from the store on purpose: a copy of /var/lib/tlsgw alone must not open its keys.
+DEFAULT_KEY_SECRET_FILE = "/etc/tlsgw/key-secret"
 
 
 class DecryptedService(enum.Enum):
@@ -49,11 +56,99 @@ class TlsVersion(enum.IntEnum):
 DEFAULT_PROTOCOLS: tuple[TlsVersion, ...] = (TlsVersion.TLS1_2, TlsVersion.TLS1_3)
 
 
+class KeyExchange(enum.Enum):
+    """Cipher-suite criterion "key exchange", with the signature that authenticates it."""
+
+    ECDHE_RSA = "ecdhe-rsa"
+    ECDHE_ECDSA = "ecdhe-ecdsa"
+    RSA = "rsa"
+    """Static RSA key transport: no forward secrecy (recorded traffic can be decrypted
+    later with the server's key), gone from TLS 1.3 and from current browsers."""
+
+
+class BulkCipher(enum.Enum):
+    """Cipher-suite criterion "bulk cipher"."""
+
+    AES128_GCM = "aes128-gcm"
+    AES256_GCM = "aes256-gcm"
+    AES128_CBC = "aes128-cbc"
+    AES256_CBC = "aes256-cbc"
+    CHACHA20_POLY1305 = "chacha20-poly1305"
+    TRIPLE_DES = "3des"
+    """64-bit blocks: practical collision attacks after a few hundred GB (Sweet32)."""
+    DES = "des"
+    """56-bit key: brute-forced in hours; not in OpenSSL 1.1.0 and later."""
+
+    @property
+    def is_aead(self) -> bool:
+        """Authenticated encryption: records are authenticated by the cipher, no separate MAC."""
+        return self in (BulkCipher.AES128_GCM, BulkCipher.AES256_GCM, BulkCipher.CHACHA20_POLY1305)
+
+
+class MacAlgorithm(enum.Enum):
+    """Cipher-suite criterion "MAC": the HMAC of CBC suites. AEAD suites have no separate
+    MAC and are chosen by their bulk cipher alone."""
+
+    SHA384 = "sha384"
+    SHA256 = "sha256"
+    SHA1 = "sha1"
+    """HMAC-SHA1 is not broken (HMAC does not rely on collision resistance); it is the
+    only MAC of the CBC suites most pre-TLS 1.2 servers have."""
+
+
+# Secure defaults (issue 5), and why each choice is in or out:
+# - key exchange: ECDHE only. Static RSA has no forward secrecy, and a gateway that picks
+#   it upstream would make a client less safe than its own browser, which no longer
+#   offers it. ECDHE with RSA and with ECDSA signatures, because servers use both kinds
+#   of keys (and forged certificates carry an ECDSA key).
+# - bulk: the AEAD ciphers first, and AES-CBC for servers that have nothing better
+#   (still common on appliances); 3DES (Sweet32) and DES (56-bit) off.
+# - mac: all three; they only ever apply to the AES-CBC suites.
+DEFAULT_KEY_EXCHANGES: tuple[KeyExchange, ...] = (KeyExchange.ECDHE_RSA, KeyExchange.ECDHE_ECDSA)
+DEFAULT_BULK_CIPHERS: tuple[BulkCipher, ...] = (
+    BulkCipher.AES128_GCM,
+    BulkCipher.AES256_GCM,
+    BulkCipher.CHACHA20_POLY1305,
+    BulkCipher.AES128_CBC,
+    BulkCipher.AES256_CBC,
+)
+DEFAULT_MACS: tuple[MacAlgorithm, ...] = (MacAlgorithm.SHA384, MacAlgorithm.SHA256, MacAlgorithm.SHA1)
+
+
+@dataclass(frozen=True, slots=True)
+class CipherSuiteCriteria:
+    """Cipher suites chosen by criteria, as in the product: a suite is enabled when its key
+    exchange, bulk cipher and MAC are all chosen. The resulting list, in OpenSSL's names,
+    is shown by `tlsgw check-config --explain` and given to OpenSSL exactly."""
+
+    key_exchange: tuple[KeyExchange, ...] = DEFAULT_KEY_EXCHANGES
+    """Any of ecdhe-rsa, ecdhe-ecdsa, rsa (TLS 1.3 always uses ECDHE)."""
+    bulk: tuple[BulkCipher, ...] = DEFAULT_BULK_CIPHERS
+    """Any of aes128-gcm, aes256-gcm, aes128-cbc, aes256-cbc, chacha20-poly1305, 3des, des;
+    also selects the TLS 1.3 suites (AES-GCM and ChaCha20-Poly1305)."""
+    mac: tuple[MacAlgorithm, ...] = DEFAULT_MACS
+    """Any of sha384, sha256, sha1: the HMAC of the CBC suites."""
+
+
 class OnExceed(enum.Enum):
     """What happens to new flows above `limits.max_concurrent`."""
 
     BYPASS = "bypass"
     BLOCK = "block"
+
+
+class FailMode(enum.Enum):
+    """What the bridge does with the flows tlsgw would inspect while tlsgw is not running."""
+
+    OPEN = "open"
+    """Forward them untouched (the default: the appliance never becomes the outage)."""
+    CLOSED = "closed"
+    """Drop them: no uninspected TLS on the steered ports while tlsgw is down."""
+
+
+DEFAULT_CONTROL_SOCKET = "/run/tlsgw/control.sock"
+DEFAULT_BYPASS_FILE = "/var/lib/tlsgw/bypass"
+DEFAULT_METRICS_PORT = 9598
 
 
 class NetfilterBackendName(enum.Enum):
@@ -134,6 +229,37 @@ class NetfilterSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ControlSettings:
+    socket: str = DEFAULT_CONTROL_SOCKET
+    """Unix socket through which `tlsgw status`, `stats`, `reload`, `bypass` ... reach the daemon."""
+    group: str = "tlsgw"
+    """Group that may connect to the socket (mode 0660); what each caller may do then
+    depends on its membership of tlsgw-admin, tlsgw-operator or tlsgw-auditor."""
+    bypass_file: str = DEFAULT_BYPASS_FILE
+    """Where a manual fallback (`tlsgw bypass on`) is remembered across restarts."""
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    address: IPv4Address = IPv4Address("127.0.0.1")
+    """Address of the Prometheus endpoint; loopback unless set otherwise."""
+    port: int = DEFAULT_METRICS_PORT
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelSettings:
+    """Inspection of TLS inside one layer of GRE or IP-in-IP (issue 7, `gateway.tunnel`)."""
+
+    enabled: bool = False
+    """Take tunneled flows that match a policy out of their GRE or IP-in-IP tunnel and
+    inspect them like plain flows; everything else in tunnels crosses untouched."""
+    outer_mtu: int = 1500
+    """MTU of the path the tunnels' outer packets take; inner TCP MSS is clamped to fit it."""
+    route_table: int = 110
+    """First policy-routing table of the tunnel devices (segment N uses `route_table + N`)."""
+
+
+@dataclass(frozen=True, slots=True)
 class GatewaySection:
     bridge: str = "br0"
     """The Linux bridge the segment ports belong to."""
@@ -149,6 +275,13 @@ class GatewaySection:
     """Seconds a peer may take to complete its side of the TLS handshake."""
     idle_timeout: float = 300.0
     """Seconds without data in either direction before a relayed session is closed."""
+    fail_mode: FailMode = FailMode.OPEN
+    """`open` (default): while tlsgw is not running the bridge forwards everything
+    untouched; `closed`: the flows it would inspect are dropped instead."""
+    control: ControlSettings = ControlSettings()
+    metrics: MetricsSettings | None = None
+    """Prometheus endpoint (`listen: 127.0.0.1:9598`); disabled unless configured."""
+    tunnels: TunnelSettings = TunnelSettings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +289,23 @@ class PkiSection:
     dir: str = DEFAULT_PKI_DIR
     """Certificate store: one directory per named certificate (see `gateway.pki.store`)."""
     default_ca_bundle: str = DEFAULT_CA_BUNDLE
-    """PEM bundle used when a trust store includes the default CA package."""
+    """PEM bundle used when a trust store includes the default CA package; `store` means the
+    package last imported with `tlsgw cert update-default-ca` (kept in `dir`)."""
+    key_secret_file: str = DEFAULT_KEY_SECRET_FILE
+    """File whose first line is the secret that seals private keys at rest; the systemd
+    credential `tlsgw-key-secret` takes precedence when the service is given one."""
+    encrypt_keys: bool = True
+    """Store private keys only sealed with the key secret; `false` opts out (keys 0600 in clear)."""
+    persist_keys: bool = True
+    """Keep private keys in the store; `false` keeps none on disk (the product's "Persist
+    Private Keys" off; keys then live only in the running gateway's memory)."""
+
+    @property
+    def default_ca_bundle_path(self) -> str:
+        """The file `default_ca_bundle` designates."""
+        if self.default_ca_bundle == DEFAULT_CA_FROM_STORE:
+            return posixpath.join(self.dir, DEFAULT_CA_PACKAGE_FILE)
+        return self.default_ca_bundle
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +325,9 @@ class ServerProxy:
     """Detailed troubleshooting log for this proxy."""
     tcp_reset_server: bool = False
     """Send a TCP reset to the server for blocked sessions."""
+    encrypt_then_mac: bool = False
+    """Negotiate encrypt-then-MAC (RFC 7366) for CBC suites; off by default, as in the product."""
+    cipher_suites: CipherSuiteCriteria = CipherSuiteCriteria()
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +353,18 @@ class ClientProxy:
     logging: bool = False
     tcp_reset_client: bool = False
     """Send a TCP reset to the client for blocked sessions."""
+    encrypt_then_mac: bool = False
+    """Negotiate encrypt-then-MAC (RFC 7366) for CBC suites; off by default, as in the product."""
+    cipher_suites: CipherSuiteCriteria = CipherSuiteCriteria()
+    client_certificate_bypass_seconds: float = 3600.0
+    """After a server asked for a client certificate (which tlsgw cannot present), flows to
+    that site (address, port, SNI) are relayed untouched for this long."""
+    pinning_failures: int = 3
+    """Clients refusing the forged certificate this many times within
+    `pinning_window_seconds` mark the site as pinned."""
+    pinning_window_seconds: float = 600.0
+    pinning_bypass_seconds: float = 3600.0
+    """How long a pinned site is relayed untouched."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,14 @@ import yaml
 
 from gateway.config.load import load_config, parse_config
 from gateway.config.model import (
+    DEFAULT_KEY_EXCHANGES,
+    DEFAULT_MACS,
+    BulkCipher,
+    CipherSuiteCriteria,
     DecryptedService,
     GatewayConfig,
+    KeyExchange,
+    MacAlgorithm,
     NetfilterBackendName,
     OnExceed,
     PortRange,
@@ -313,6 +319,8 @@ def test_values_are_converted_to_the_model() -> None:
             ("server_proxies[0].detection_ports", [443, "8443-8445", " 9000 - 9001 "]),
             ("server_proxies[0].certificates", ["web1", "web1-alt", "web1"]),
             ("server_proxies[0].protocols", ["TLSv1.3", "SSLv3", "TLSv1.1", "TLSv1.0", "TLSv1.2"]),
+            # SSLv3 has only static-RSA suites, so enabling it needs the rsa key exchange.
+            ("server_proxies[0].cipher_suites", {"key_exchange": ["ecdhe-rsa", "rsa"]}),
             ("server_proxies[0].decrypted_service", "pop3"),
             ("decryption_policies[0].domains", ["*.Bank.Example", "Update.Vendor.Example.", "*.bank.example"]),
             ("gateway.limits", {"max_concurrent": 5, "on_exceed": "block"}),
@@ -376,3 +384,78 @@ def test_same_ports_in_different_profiles_are_allowed() -> None:
         )
     )
     assert [p.name for p in config.profiles] == ["default", "other"]
+
+
+# -- issue 5: TLS settings per proxy --------------------------------------------------
+
+TLS_BAD_CONFIGS: list[tuple[list[tuple[str, object]], list[str]]] = [
+    ([("client_proxies[0].cipher_suites", {"key_exchange": []})], ["client_proxies[0].cipher_suites.key_exchange"]),
+    ([("client_proxies[0].cipher_suites", {"bulk": None})], ["client_proxies[0].cipher_suites.bulk"]),
+    ([("server_proxies[0].cipher_suites", {"mac": []})], ["server_proxies[0].cipher_suites.mac"]),
+    ([("client_proxies[0].cipher_suites", {"bulk": ["aes128-gcm", "aes-128-gcm"]})],
+     ["client_proxies[0].cipher_suites.bulk[1]"]),
+    ([("client_proxies[0].cipher_suites", {"kex": ["rsa"]})], ["client_proxies[0].cipher_suites.kex"]),
+    ([("client_proxies[0].cipher_suites", ["rsa"])], ["client_proxies[0].cipher_suites"]),
+    ([("client_proxies[0].cipher_suites", {"bulk": ["aes128-cbc"]})], ["client_proxies[0].cipher_suites.bulk"]),
+    ([("server_proxies[0].protocols", ["TLSv1.0", "TLSv1.1", "TLSv1.2"]),
+      ("server_proxies[0].cipher_suites", {"mac": ["sha256"]})], ["server_proxies[0].cipher_suites"]),
+    ([("client_proxies[0].protocols", ["SSLv3", "TLSv1.0", "TLSv1.1", "TLSv1.2"])], ["client_proxies[0].cipher_suites"]),
+    ([("client_proxies[0].encrypt_then_mac", "yes")], ["client_proxies[0].encrypt_then_mac"]),
+    ([("server_proxies[0].encrypt_then_mac", 1)], ["server_proxies[0].encrypt_then_mac"]),
+    ([("client_proxies[0].pinning_failures", 0)], ["client_proxies[0].pinning_failures"]),
+    ([("client_proxies[0].client_certificate_bypass_seconds", -1)],
+     ["client_proxies[0].client_certificate_bypass_seconds"]),
+    ([("client_proxies[0].pinning_window_seconds", "10m")], ["client_proxies[0].pinning_window_seconds"]),
+    ([("client_proxies[0].pinning_bypass_seconds", 0)], ["client_proxies[0].pinning_bypass_seconds"]),
+    # One mistake, one issue: a bad version list is not also reported as starving suites.
+    ([("client_proxies[0].protocols", ["TLSv1.0", "TLSv1.3"]),
+      ("client_proxies[0].cipher_suites", {"mac": ["sha256"]})], ["client_proxies[0].protocols"]),
+]
+
+
+@pytest.mark.parametrize(("edits", "paths"), TLS_BAD_CONFIGS, ids=[
+    "no-key-exchange", "null-bulk", "no-mac-server-proxy", "unknown-bulk-word", "unknown-criterion",
+    "criteria-not-a-mapping", "tls13-without-aead", "tls10-without-sha1-cbc", "ssl3-without-rsa",
+    "etm-not-boolean", "etm-not-boolean-server", "pinning-failures-zero", "negative-bypass-seconds",
+    "window-not-a-number", "zero-pinning-bypass", "bad-protocols-no-cascade",
+])
+def test_tls_settings_problems_name_the_field(edits: list[tuple[str, object]], paths: list[str]) -> None:
+    assert issue_paths(config_with(*edits)) == paths
+
+
+def test_empty_criterion_message_lists_the_choices() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(config_with(("client_proxies[0].cipher_suites", {"key_exchange": []})))
+    message = caught.value.issues[0].message
+    assert "at least one key exchange" in message and "ecdhe-ecdsa" in message
+
+
+def test_tls_settings_are_converted_to_the_model() -> None:
+    config = parse_config(config_with(
+        ("client_proxies[0].cipher_suites", {"key_exchange": ["rsa", "ecdhe-rsa", "rsa"], "bulk": ["aes256-gcm"]}),
+        ("client_proxies[0].encrypt_then_mac", True),
+        ("client_proxies[0].client_certificate_bypass_seconds", 60),
+        ("client_proxies[0].pinning_failures", 5),
+        ("client_proxies[0].pinning_window_seconds", 30.5),
+        ("client_proxies[0].pinning_bypass_seconds", 7200),
+        ("server_proxies[0].cipher_suites", {"mac": ["sha384"]}),
+    ))
+    proxy = config.client_proxies[0]
+    assert proxy.cipher_suites == CipherSuiteCriteria(
+        key_exchange=(KeyExchange.RSA, KeyExchange.ECDHE_RSA), bulk=(BulkCipher.AES256_GCM,), mac=DEFAULT_MACS)
+    assert proxy.encrypt_then_mac is True
+    assert (proxy.client_certificate_bypass_seconds, proxy.pinning_failures, proxy.pinning_window_seconds,
+            proxy.pinning_bypass_seconds) == (60.0, 5, 30.5, 7200.0)
+    assert config.server_proxies[0].cipher_suites.mac == (MacAlgorithm.SHA384,)
+    assert config.server_proxies[0].cipher_suites.key_exchange == DEFAULT_KEY_EXCHANGES
+
+
+def test_tls_settings_default_to_forward_secret_suites_without_3des() -> None:
+    config = parse_config(config_with())
+    for proxy in (config.client_proxies[0], config.server_proxies[0]):
+        assert proxy.encrypt_then_mac is False
+        assert proxy.cipher_suites == CipherSuiteCriteria()
+        assert KeyExchange.RSA not in proxy.cipher_suites.key_exchange
+        assert not {BulkCipher.TRIPLE_DES, BulkCipher.DES} & set(proxy.cipher_suites.bulk)
+    client = config.client_proxies[0]
+    assert (client.client_certificate_bypass_seconds, client.pinning_failures) == (3600.0, 3)
