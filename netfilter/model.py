@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 from typing import Iterable, Union
 
 from netfilter.errors import NetfilterError
@@ -87,6 +87,8 @@ class SetType(enum.Enum):
     INET_PROTO = "inet_proto"
     IPV4_ADDR = "ipv4_addr"
     INET_SERVICE = "inet_service"
+    IPV4_FLOW = "ipv4_addr . inet_service . ipv4_addr . inet_service"
+    """One direction of a TCP connection: source address and port, destination address and port."""
 
 
 class SetFlag(enum.Enum):
@@ -102,6 +104,8 @@ class SetKey(enum.Enum):
     IP_DADDR = "ip_daddr"
     TCP_SPORT = "tcp_sport"
     TCP_DPORT = "tcp_dport"
+    IPV4_FLOW = "ipv4_flow"
+    """`ip saddr . tcp sport . ip daddr . tcp dport`: the packet's direction of its connection."""
 
 
 # Which set type each lookup key needs; a mismatch is an nft error we can name earlier.
@@ -111,6 +115,7 @@ SET_KEY_TYPES: dict[SetKey, SetType] = {
     SetKey.IP_DADDR: SetType.IPV4_ADDR,
     SetKey.TCP_SPORT: SetType.INET_SERVICE,
     SetKey.TCP_DPORT: SetType.INET_SERVICE,
+    SetKey.IPV4_FLOW: SetType.IPV4_FLOW,
 }
 
 IPV4_FAMILIES = frozenset({Family.IP, Family.INET, Family.BRIDGE})
@@ -265,10 +270,11 @@ class MarkIs:
 
 @dataclass(frozen=True, slots=True)
 class InSet:
-    """A packet field is an element of the named set of the same table."""
+    """A packet field is (or, with `negate`, is not) an element of the named set of the same table."""
 
     key: SetKey
     set_name: str
+    negate: bool = False
 
     def problems(self, family: Family) -> list[str]:
         return [p for p in (_name_problem("set", self.set_name),) if p]
@@ -379,12 +385,27 @@ class Chain:
         return found
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class FlowKey:
+    """An IPV4_FLOW element: the packets of one direction of one TCP connection."""
+
+    saddr: IPv4Address
+    sport: int
+    daddr: IPv4Address
+    dport: int
+
+    def problems(self) -> list[str]:
+        found = [f"{a!r} is not an IPv4Address" for a in (self.saddr, self.daddr) if not isinstance(a, IPv4Address)]
+        return found + [p for p in (_port_problem(self.sport), _port_problem(self.dport)) if p]
+
+
 @dataclass(frozen=True, slots=True)
 class Element:
-    """One set element; `timeout` in seconds overrides the set's default."""
+    """One set element; `timeout` in seconds (fractions allowed, rendered in ms) overrides
+    the set's default."""
 
-    value: Proto | IPv4Network | int
-    timeout: int | None = None
+    value: Proto | IPv4Network | int | FlowKey
+    timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,7 +423,7 @@ class Set:
         times = [self.timeout] + [e.timeout for e in self.elements]
         if any(t is not None for t in times) and SetFlag.TIMEOUT not in self.flags:
             found.append("timeouts need the timeout flag")
-        found += [f"timeout {t} must be a positive number of seconds" for t in times if t is not None and t <= 0]
+        found += [f"timeout {t} must be a positive duration of at least 1 ms" for t in times if t is not None and not t >= 0.001]
         for element in self.elements:
             value = element.value
             if self.type is SetType.INET_PROTO and not isinstance(value, Proto):
@@ -416,6 +437,11 @@ class Set:
                 isinstance(value, bool) or not isinstance(value, int) or _port_problem(value)
             ):
                 found.append(f"element {value!r} is not a port")
+            elif self.type is SetType.IPV4_FLOW:
+                if not isinstance(value, FlowKey):
+                    found.append(f"element {value!r} is not a FlowKey")
+                else:
+                    found += [f"element {value}: {p}" for p in value.problems()]
         return found
 
 

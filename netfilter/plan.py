@@ -76,6 +76,26 @@ Outside the nft script, carried on the Ruleset for `routing.py` and `sysctl.py`:
     drops. `net.bridge.bridge-nf-call-iptables=0` (step 1): with 1, br_netfilter runs the
     IP hooks a second time in bridge context and the TPROXYed SYN is answered with a RST.
 
+Fail-open and fallback (the sets of the bridge table; see `fallback.py` for how the
+running gateway drives them):
+
+(0) `alive` (inet_proto, timeout): every divert rule of (1) and (2) requires `meta l4proto
+    @alive`. The gateway renews the element; when it dies the element expires and the
+    bridge forwards everything untouched within `ALIVE_TIMEOUT` - no other process needs
+    to act. Rules applied by hand (`tlsgw rules apply`) hold an element that never expires.
+(K) `proxied` (ip saddr . tcp sport . ip daddr . tcp dport): one rule, first in the
+    chain, diverts the packets of the sessions a fallback keeps, on any segment port.
+    A reload that changes the rules puts the sessions in flight there too, so a policy
+    disabled or a port no longer steered does not cut them. Empty otherwise.
+(F) `fallback` (inet_proto): (1) and (2) also require `meta l4proto != @fallback`, so
+    engaging fallback (adding `tcp`) lets new flows pass untouched while (K) keeps the
+    live ones. Without the condition on (2), the answers to a bypassed client would be
+    lifted to an IP stack that has no socket for them and lost.
+(C) `gateway.fail_mode: closed` adds, after all segments, a drop rule per flow class of
+    (1) with `meta l4proto != @alive`: while the gateway is dead the flows it would
+    inspect are dropped instead of forwarded. A manual or overload fallback still lets
+    them pass (`alive` is present then): that is an operator's decision, not a failure.
+
 VLANs: tagged frames are matched with `vlan id`; the IP stack only sees them through a
 VLAN device `<bridge>.<id>`, which (4) matches by name and which must exist (netfilter
 does not create it).
@@ -87,8 +107,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Network, collapse_addresses
 
-from gateway.config.model import GatewayConfig, PortRange, Segment
+from gateway.config.model import FailMode, GatewayConfig, PortRange, Segment
 from netfilter.errors import NetfilterError
+from netfilter.fallback import ALIVE_SET, FALLBACK_SET, PROXIED_SET, SteeringState
 from netfilter.model import (
     Chain,
     ChainPolicy,
@@ -97,6 +118,7 @@ from netfilter.model import (
     Family,
     Hook,
     IifName,
+    InSet,
     IpAddress,
     IpProtocol,
     L4Proto,
@@ -108,9 +130,13 @@ from netfilter.model import (
     Proto,
     Rule,
     Ruleset,
+    Set,
     SetEtherDaddr,
+    SetFlag,
+    SetKey,
     SetMark,
     SetPacketType,
+    SetType,
     SocketTransparent,
     Table,
     TcpPort,
@@ -146,10 +172,12 @@ class _FlowClass:
     label: str
 
 
-def steering(cfg: GatewayConfig, bridge_mac: str) -> Ruleset:
+def steering(cfg: GatewayConfig, bridge_mac: str, state: SteeringState | None = None) -> Ruleset:
     """The ruleset that steers every configured segment's flows to its listener.
 
-    `bridge_mac` is the bridge device's own MAC (the config does not hold it).
+    `bridge_mac` is the bridge device's own MAC (the config does not hold it). `state`
+    is what the bridge table's sets start with; the default is rules managed by hand
+    (an `alive` element that never expires, no fallback).
 
     Raises:
         NetfilterError(command="plan"): the configuration cannot be expressed (a listener
@@ -158,8 +186,11 @@ def steering(cfg: GatewayConfig, bridge_mac: str) -> Ruleset:
     """
     gw = cfg.gateway
     settings = gw.netfilter
+    state = state if state is not None else SteeringState()
     mac = bridge_mac.lower()
     bridge_rules: list[Rule] = []
+    fail_closed: list[Rule] = []
+    live = (InSet(SetKey.L4PROTO, ALIVE_SET), InSet(SetKey.L4PROTO, FALLBACK_SET, negate=True))
     ip_rules: list[Rule] = [
         Rule(
             matches=(L4Proto(Proto.TCP), SocketTransparent()),
@@ -191,12 +222,28 @@ def steering(cfg: GatewayConfig, bridge_mac: str) -> Ruleset:
                         IpProtocol(Proto.TCP),
                         *_addresses(flow.sources, flow.destinations),
                         TcpPort(Direction.DESTINATION, flow.ports),
+                        *live,
                     ),
                     statements=(*divert, SetMark(tag)),
                     verdict=Verdict.ACCEPT,
                     comment=f"segment {segment.name}: {flow.label}",
                 )
             )
+            if gw.fail_mode is FailMode.CLOSED:
+                fail_closed.append(
+                    Rule(
+                        matches=(
+                            IifName((segment.client_port,)),
+                            *vlan,
+                            IpProtocol(Proto.TCP),
+                            *_addresses(flow.sources, flow.destinations),
+                            TcpPort(Direction.DESTINATION, flow.ports),
+                            InSet(SetKey.L4PROTO, ALIVE_SET, negate=True),
+                        ),
+                        verdict=Verdict.DROP,
+                        comment=f"fail-closed: segment {segment.name}: {flow.label}",
+                    )
+                )
             ip_rules.append(
                 Rule(
                     matches=(
@@ -219,6 +266,7 @@ def steering(cfg: GatewayConfig, bridge_mac: str) -> Ruleset:
                         IpProtocol(Proto.TCP),
                         *_addresses_reversed(flow.sources, flow.destinations),
                         TcpPort(Direction.SOURCE, flow.ports),
+                        *live,
                     ),
                     statements=divert,
                     verdict=Verdict.ACCEPT,
@@ -227,12 +275,26 @@ def steering(cfg: GatewayConfig, bridge_mac: str) -> Ruleset:
             )
         rp_filter_off += [*ip_ifaces, segment.client_port, segment.server_port]
 
+    ports = tuple(dict.fromkeys(p for s in gw.segments for p in (s.client_port, s.server_port)))
+    kept = (
+        [
+            Rule(
+                matches=(IifName(ports), InSet(SetKey.L4PROTO, ALIVE_SET), InSet(SetKey.IPV4_FLOW, PROXIED_SET)),
+                statements=(SetEtherDaddr(mac), SetPacketType(PacketType.HOST)),
+                verdict=Verdict.ACCEPT,
+                comment="sessions kept through a fallback or a reload",
+            )
+        ]
+        if ports
+        else []
+    )
     ruleset = Ruleset(
         tables=(
             Table(
                 Family.BRIDGE,
                 settings.table,
-                chains=(_base_chain(BRIDGE_DIVERT_PRIORITY, bridge_rules),),
+                chains=(_base_chain(BRIDGE_DIVERT_PRIORITY, kept + bridge_rules + fail_closed),),
+                sets=_bridge_sets(state),
             ),
             Table(
                 Family.IP,
@@ -246,6 +308,14 @@ def steering(cfg: GatewayConfig, bridge_mac: str) -> Ruleset:
     )
     ruleset.validate()
     return ruleset
+
+
+def _bridge_sets(state: SteeringState) -> tuple[Set, ...]:
+    return (
+        Set(ALIVE_SET, SetType.INET_PROTO, flags=(SetFlag.TIMEOUT,), elements=state.alive_elements()),
+        Set(FALLBACK_SET, SetType.INET_PROTO, elements=state.fallback_elements()),
+        Set(PROXIED_SET, SetType.IPV4_FLOW, elements=state.proxied_elements()),
+    )
 
 
 def _base_chain(priority: int, rules: list[Rule]) -> Chain:

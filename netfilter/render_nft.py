@@ -18,6 +18,7 @@ from netfilter.model import (
     Direction,
     Element,
     Family,
+    FlowKey,
     IifName,
     InSet,
     IpAddress,
@@ -49,6 +50,7 @@ _SET_KEYS: dict[SetKey, str] = {
     SetKey.IP_DADDR: "ip daddr",
     SetKey.TCP_SPORT: "tcp sport",
     SetKey.TCP_DPORT: "tcp dport",
+    SetKey.IPV4_FLOW: "ip saddr . tcp sport . ip daddr . tcp dport",
 }
 
 
@@ -81,22 +83,32 @@ def _set(s: Set) -> str:
     if s.flags:
         lines.append("\t\tflags " + ",".join(f.value for f in s.flags))
     if s.timeout is not None:
-        lines.append(f"\t\ttimeout {s.timeout}s")
+        lines.append(f"\t\ttimeout {render_duration(s.timeout)}")
     if s.elements:
-        lines.append("\t\telements = { " + ", ".join(_element(e) for e in s.elements) + " }")
+        lines.append("\t\telements = { " + ", ".join(render_element(e) for e in s.elements) + " }")
     return "\n".join(lines) + "\n\t}\n"
 
 
-def _element(element: Element) -> str:
+def render_element(element: Element) -> str:
+    """One set element as nft writes it (`tcp timeout 500ms`, `192.0.2.10 . 40000 . 192.0.2.20 . 443`)."""
     text = _value(element.value)
-    return text if element.timeout is None else f"{text} timeout {element.timeout}s"
+    return text if element.timeout is None else f"{text} timeout {render_duration(element.timeout)}"
 
 
-def _value(value: Proto | IPv4Network | int) -> str:
+def render_duration(seconds: float) -> str:
+    """Whole seconds as `2s` (as before fractions were allowed), anything else in milliseconds."""
+    if float(seconds).is_integer():
+        return f"{int(seconds)}s"
+    return f"{round(seconds * 1000)}ms"
+
+
+def _value(value: Proto | IPv4Network | int | FlowKey) -> str:
     if isinstance(value, Proto):
         return value.value
     if isinstance(value, IPv4Network):
         return _network(value)
+    if isinstance(value, FlowKey):
+        return f"{value.saddr} . {value.sport} . {value.daddr} . {value.dport}"
     return str(value)
 
 
@@ -141,7 +153,7 @@ def _match(match: Match) -> str:
     if isinstance(match, MarkIs):
         return f"meta mark {_mark(match.mark)}"
     if isinstance(match, InSet):
-        return f"{_SET_KEYS[match.key]} @{match.set_name}"
+        return f"{_SET_KEYS[match.key]} {'!= ' if match.negate else ''}@{match.set_name}"
     raise TypeError(f"no nft rendering for match {match!r}")
 
 

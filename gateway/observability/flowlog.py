@@ -62,6 +62,10 @@ class FlowRecord:
     duration_ms: float = 0.0
     http: list[dict[str, str]] = field(default_factory=list)
     """For decrypted HTTP: the first requests seen (method, host, path, status)."""
+    tunnel: dict[str, object] | None = None
+    """For a flow carried inside a GRE or IP-in-IP tunnel (issue 7): `type` (gre, ipip),
+    `outer_client`, `outer_server` and, for GRE, `gre_key` (null without a key); None
+    for plain flows. `client` and `server` above are the inner addresses."""
 
     def to_dict(self) -> dict[str, object]:
         """Field by field: `dataclasses.asdict` deep-copies every value, which cost half a
@@ -81,7 +85,14 @@ class FlowRecord:
         return (f"flow={self.flow} client={self.client}:{self.client_port} server={self.server}:"
                 f"{self.server_port} sni={self.sni or '-'} segment={self.segment} policy={self.policy or '-'} "
                 f"outcome={self.outcome!r} reason={self.reason!r} bytes_up={self.bytes_up} "
-                f"bytes_down={self.bytes_down} ms={self.duration_ms:.1f}")
+                f"bytes_down={self.bytes_down} ms={self.duration_ms:.1f}" + _tunnel_summary(self.tunnel))
+
+
+def _tunnel_summary(tunnel: dict[str, object] | None) -> str:
+    if not tunnel:
+        return ""
+    key = f" gre_key={tunnel.get('gre_key')}" if tunnel.get("type") == "gre" else ""
+    return f" tunnel={tunnel.get('type')} outer={tunnel.get('outer_client')}>{tunnel.get('outer_server')}{key}"
 
 
 FLOW_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(FlowRecord))

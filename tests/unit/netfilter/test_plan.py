@@ -88,7 +88,8 @@ def test_segment_without_ports_is_skipped() -> None:
 
 
 def test_nothing_steered_when_inspection_is_off() -> None:
-    assert _rules(no_inspection(), Family.BRIDGE) == ()
+    # Only the rule that keeps live sessions (issue 6): empty unless a reload turned inspection off.
+    assert [r.comment for r in _rules(no_inspection(), Family.BRIDGE)] == ["sessions kept through a fallback or a reload"]
     assert len(_rules(no_inspection(), Family.IP)) == 1
 
 
