@@ -14,7 +14,11 @@ cd "$(dirname "$0")"
 #   curl, openssl           the lab's TLS clients (and the tests' peers)
 #   wrk                     keep-alive HTTPS load generator of tests/bench/bench_gateway.py
 #   python3-venv            the virtualenv; ca-certificates: Mozilla's bundle (default CA package)
-PACKAGES=(python3 python3-venv nftables iptables iproute2 nginx-light curl openssl wrk ca-certificates procps)
+#   vagrant, shellcheck     `vagrant validate` of vagrant/Vagrantfile and shellcheck of the
+#                           provisioning and install scripts (tests/integration/test_vagrant_lab.py);
+#                           no VM is ever started here. Both install in about 20 s.
+PACKAGES=(python3 python3-venv nftables iptables iproute2 nginx-light curl openssl wrk ca-certificates procps
+          vagrant shellcheck)
 
 usage() { echo "usage: $0 demo|test [pytest args...]" >&2; exit 2; }
 [ $# -ge 1 ] || usage

@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from gateway.errors import TlsgwError
+from netfilter.backend import Backend
 from netfilter.model import Ruleset
 
 # `show` on a machine without the bridge still renders, with this obviously local MAC
@@ -29,24 +30,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # remove only names tables, so it must not depend on the bridge still existing
         mac = PLACEHOLDER_MAC if args.action == "remove" and args.bridge_mac is None else args.bridge_mac
-        ruleset = _ruleset(args.config, mac, args.netns, lenient=args.action == "show")
+        ruleset, backend = _ruleset(args.config, mac, args.netns, lenient=args.action == "show")
         if args.action == "show":
+            from netfilter.iptables_backend import IptablesBackend
             from netfilter.render_nft import render
 
-            sys.stdout.write(render(ruleset))
+            sys.stdout.write(backend.script(ruleset) if isinstance(backend, IptablesBackend) else render(ruleset))
         elif args.action == "apply":
-            _apply(ruleset, args.netns)
+            _apply(ruleset, args.netns, backend)
         else:
-            _remove(ruleset, args.netns)
+            _remove(ruleset, args.netns, backend)
     except TlsgwError as exc:
         print(f"tlsgw netfilter {args.action}: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-def _ruleset(path: str, bridge_mac: str | None, netns: str | None, *, lenient: bool) -> Ruleset:
+def _ruleset(path: str, bridge_mac: str | None, netns: str | None, *, lenient: bool) -> tuple[Ruleset, Backend]:
     from gateway.config.load import load_config
     from netfilter.plan import steering
+    from netfilter.steering import make_backend
 
     cfg = load_config(path)
     if bridge_mac is None:
@@ -60,15 +63,13 @@ def _ruleset(path: str, bridge_mac: str | None, netns: str | None, *, lenient: b
                 raise
             print(f"bridge {cfg.gateway.bridge} not found: showing {PLACEHOLDER_MAC} in its place", file=sys.stderr)
             bridge_mac = PLACEHOLDER_MAC
-    return steering(cfg, bridge_mac)
+    return steering(cfg, bridge_mac), make_backend(cfg.gateway.netfilter.backend, netns)
 
 
-def _apply(ruleset: Ruleset, netns: str | None) -> None:
-    from netfilter.nft_backend import NftBackend
+def _apply(ruleset: Ruleset, netns: str | None, backend: Backend) -> None:
     from netfilter.routing import ensure_policy_routing
     from netfilter.sysctl import prepare_steering, restore
 
-    backend = NftBackend(netns)
     backend.check(ruleset)
     state = prepare_steering(ruleset, netns)
     try:
@@ -82,11 +83,10 @@ def _apply(ruleset: Ruleset, netns: str | None) -> None:
         print(f"{change.key}: {change.previous} -> {change.value}")
 
 
-def _remove(ruleset: Ruleset, netns: str | None) -> None:
-    from netfilter.nft_backend import NftBackend
+def _remove(ruleset: Ruleset, netns: str | None, backend: Backend) -> None:
     from netfilter.routing import remove_policy_routing
 
-    NftBackend(netns).remove(ruleset)
+    backend.remove(ruleset)
     if ruleset.routing is not None:
         remove_policy_routing(ruleset.routing.mark, ruleset.routing.table, netns)
 

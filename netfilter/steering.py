@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 
 from gateway.config.model import GatewayConfig, NetfilterBackendName
-from netfilter.errors import NetfilterError
+from netfilter.iptables_backend import IptablesBackend
 from netfilter.model import Ruleset
 from netfilter.nft_backend import NftBackend
 from netfilter.plan import steering
@@ -24,17 +24,22 @@ from netfilter.sysctl import SysctlState, prepare_steering, restore
 logger = logging.getLogger(__name__)
 
 
+def make_backend(name: NetfilterBackendName, netns: str | None = None) -> NftBackend | IptablesBackend:
+    """The backend `gateway.netfilter.backend` names (see netfilter/iptables_backend.py for
+    where the iptables backend puts the bridge divert)."""
+    if name is NetfilterBackendName.IPTABLES:
+        return IptablesBackend(netns)
+    return NftBackend(netns)
+
+
 class KernelSteering:
     def __init__(self, config: GatewayConfig, bridge_mac: str | None = None, netns: str | None = None) -> None:
-        if config.gateway.netfilter.backend is not NetfilterBackendName.NFTABLES:
-            raise NetfilterError("gateway.netfilter.backend",
-                                 "only 'nftables' is available in this version")
         self.config = config
         self.netns = netns
         self._bridge_mac = bridge_mac
         self._ruleset: Ruleset | None = None
         self._sysctls: SysctlState | None = None
-        self.backend = NftBackend(netns)
+        self.backend: NftBackend | IptablesBackend = make_backend(config.gateway.netfilter.backend, netns)
 
     @property
     def ruleset(self) -> Ruleset:
@@ -44,6 +49,8 @@ class KernelSteering:
         return self._ruleset
 
     def script(self) -> str:
+        if isinstance(self.backend, IptablesBackend):
+            return self.backend.script(self.ruleset)
         return render(self.ruleset)
 
     def apply(self) -> None:
