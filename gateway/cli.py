@@ -47,9 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Command groups owned by their packages register themselves here (one line each),
     # so that each area keeps its parser next to its code.
+    from gateway.appliance import commands as appliance_commands
+    from gateway.control import commands as control_commands
     from gateway.pki import commands as cert_commands
 
     cert_commands.add_parser(sub)
+    control_commands.add_parser(sub)
+    appliance_commands.add_parser(sub)
 
     demo = sub.add_parser("demo", help="build a namespace lab and show interception end to end (needs root)")
     demo.add_argument("--keep", action="store_true", help="leave the lab up until Enter is pressed")

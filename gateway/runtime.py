@@ -26,9 +26,20 @@ from gateway.pki.cache import ForgeCache
 from gateway.pki.expiry import expiry_warnings
 from gateway.pki.forge import LeafKeys
 from gateway.pki.server_certs import ServerCertificates
-from gateway.pki.store import CertStore, StoredCert
+from gateway.pki.store import CertStore, StoredCert, open_store
 from gateway.pki.trust import TrustAnchors, load_trust_anchors
-from gateway.tls.contexts import build_client_context, build_server_proxy_context, build_upstream_context
+from gateway.policy.site_bypass import SiteBypassCache
+from gateway.tls.ciphers import Signature
+from gateway.tls.contexts import (
+    ClientContexts,
+    TlsSettings,
+    UpstreamContexts,
+    client_proxy_contexts,
+    openssl_capabilities,
+    server_certificate_contexts,
+    signature_of,
+    tls_settings_problems,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +51,13 @@ class ClientProxyMaterial:
     untrusted_context: SSL.Context
     """Client-facing context for certificates forged under the untrusted CA."""
     upstream_context: SSL.Context
+    trusted_contexts: ClientContexts
+    """Issue 5 parity: `trusted_contexts.for_upstream(version, cipher)` is the client-facing
+    context not weaker than the upstream leg (`trusted_context` is its `.base`)."""
+    untrusted_contexts: ClientContexts
+    upstream_contexts: UpstreamContexts
+    """Upstream contexts by what the client offered, and upstream sessions to resume
+    (`upstream_context` is its `.base`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +68,19 @@ class ServerProxyMaterial:
     """Certificate name -> client-facing context presenting that certificate, key and chain."""
     upstream_context: SSL.Context
     """Towards the organisation's own server; not verified (tlsgw holds its key already)."""
+    client_context_sets: dict[str, ClientContexts]
+    """Certificate name -> its client-facing contexts by parity floor (issue 5)."""
+    upstream_contexts: UpstreamContexts
 
     def client_context(self, sni: str | None) -> tuple[StoredCert, SSL.Context]:
         """The certificate chosen for `sni` and the context that presents it."""
         cert = self.certificates.pick(sni)
         return cert, self.client_contexts[cert.name]
+
+    def client_contexts_for(self, sni: str | None) -> tuple[StoredCert, ClientContexts]:
+        """The certificate chosen for `sni` and its contexts by parity floor."""
+        cert = self.certificates.pick(sni)
+        return cert, self.client_context_sets[cert.name]
 
 
 @dataclass(slots=True)
@@ -63,6 +89,8 @@ class ProcessMaterial:
 
     forge_cache: ForgeCache = field(default_factory=ForgeCache)
     leaf_keys: LeafKeys = field(default_factory=LeafKeys)
+    site_bypass: SiteBypassCache = field(default_factory=SiteBypassCache)
+    """Sites that asked for a client certificate or pin theirs (issue 5)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +146,7 @@ def _load_references(config: GatewayConfig, store: CertStore) -> _References:
     trust_anchors: dict[str, TrustAnchors] = {}
     for i, trust_store in enumerate(config.trust_stores):
         try:
-            trust_anchors[trust_store.name] = load_trust_anchors(store, trust_store, config.pki.default_ca_bundle)
+            trust_anchors[trust_store.name] = load_trust_anchors(store, trust_store, config.pki.default_ca_bundle_path)
         except PkiError as exc:
             issues.append(ConfigIssue(f"trust_stores[{i}]", str(exc)))
 
@@ -166,6 +194,34 @@ def _openssl_reason(exc: SSL.Error) -> str:
     return "; ".join(reasons) or str(exc)
 
 
+def _leaf_signature(leaf_keys: LeafKeys) -> Signature:
+    return Signature.RSA if leaf_keys.kind.is_rsa else Signature.ECDSA
+
+
+def _tls_issues(config: GatewayConfig, server_certificates: dict[str, tuple[StoredCert, ...]],
+                leaf_keys: LeafKeys) -> tuple[list[ConfigIssue], frozenset[str]]:
+    """What the running OpenSSL, or the certificates shown to clients, cannot do with each
+    proxy's TLS settings (issue 5: "a choice OpenSSL on this host cannot do is an error
+    naming it"); and the names of the proxies concerned, whose contexts are not built."""
+    capabilities = openssl_capabilities()
+    issues: list[ConfigIssue] = []
+    failed: set[str] = set()
+    for i, client_proxy in enumerate(config.client_proxies):
+        problems = tls_settings_problems(client_proxy.cipher_suites, TlsSettings.of(client_proxy), capabilities,
+                                         [("forged certificates", _leaf_signature(leaf_keys))])
+        issues.extend(ConfigIssue(f"client_proxies[{i}].{where}", message) for where, message in problems)
+        if problems:
+            failed.add(client_proxy.name)
+    for i, server_proxy in enumerate(config.server_proxies):
+        shown = [(f"certificate {c.name!r}", signature_of(c.certificate))
+                 for c in server_certificates.get(server_proxy.name, ())]
+        problems = tls_settings_problems(server_proxy.cipher_suites, TlsSettings.of(server_proxy), capabilities, shown)
+        issues.extend(ConfigIssue(f"server_proxies[{i}].{where}", message) for where, message in problems)
+        if problems:
+            failed.add(server_proxy.name)
+    return issues, frozenset(failed)
+
+
 def _build_server_materials(config: GatewayConfig, server_certificates: dict[str, tuple[StoredCert, ...]]
                             ) -> tuple[dict[str, ServerProxyMaterial], list[ConfigIssue]]:
     """TLS contexts for every loaded server proxy; OpenSSL's refusals as ConfigIssues.
@@ -179,22 +235,26 @@ def _build_server_materials(config: GatewayConfig, server_certificates: dict[str
         certs = server_certificates.get(proxy.name)
         if certs is None:
             continue
-        contexts: dict[str, SSL.Context] = {}
+        settings = TlsSettings.of(proxy)
+        contexts: dict[str, ClientContexts] = {}
         for j, cert in enumerate(certs):
             session_id = hashlib.sha256(proxy.name.encode() + b"\0" + _fingerprint(cert)).digest()
             try:
-                contexts[cert.name] = build_server_proxy_context(proxy.protocols, cert, session_id)
+                contexts[cert.name] = server_certificate_contexts(settings, cert, session_id)
             except SSL.Error as exc:
                 issues.append(ConfigIssue(
                     f"server_proxies[{i}].certificates[{j}]",
                     f"certificate {cert.name!r} cannot be used by OpenSSL: {_openssl_reason(exc)}",
                 ))
         if len(contexts) == len(certs):
+            upstream = UpstreamContexts(settings)
             materials[proxy.name] = ServerProxyMaterial(
                 proxy=proxy,
                 certificates=ServerCertificates(certs),
-                client_contexts=contexts,
-                upstream_context=build_upstream_context(proxy.protocols),
+                client_contexts={name: c.base for name, c in contexts.items()},
+                upstream_context=upstream.base,
+                client_context_sets=contexts,
+                upstream_contexts=upstream,
             )
     return materials, issues
 
@@ -202,9 +262,11 @@ def _build_server_materials(config: GatewayConfig, server_certificates: dict[str
 def check_certificates(config: GatewayConfig) -> None:
     """What `tlsgw check-config` adds to the syntax check: every certificate reference
     resolves to a usable certificate (and key). Writes nothing. Raises ConfigError."""
-    references = _load_references(config, CertStore(config.pki.dir))
-    _, server_issues = _build_server_materials(config, references.server_certificates)
-    issues = references.issues + server_issues
+    references = _load_references(config, open_store(config.pki))
+    tls_issues, tls_failed = _tls_issues(config, references.server_certificates, LeafKeys())
+    usable = {name: certs for name, certs in references.server_certificates.items() if name not in tls_failed}
+    _, server_issues = _build_server_materials(config, usable)
+    issues = references.issues + tls_issues + server_issues
     if issues:
         raise ConfigError(issues, source=config.source)
 
@@ -212,11 +274,14 @@ def check_certificates(config: GatewayConfig) -> None:
 def build_runtime(config: GatewayConfig, process: ProcessMaterial | None = None) -> Runtime:
     """Load every certificate the configuration references. Raises ConfigError listing each
     reference that cannot be used, by its config path."""
-    store = CertStore(config.pki.dir)
+    store = open_store(config.pki)
     references = _load_references(config, store)
     trust_anchors, signing = references.trust_anchors, references.signing
-    server_materials, server_issues = _build_server_materials(config, references.server_certificates)
-    issues = references.issues + server_issues
+    process = process or ProcessMaterial()
+    tls_issues, tls_failed = _tls_issues(config, references.server_certificates, process.leaf_keys)
+    usable = {name: certs for name, certs in references.server_certificates.items() if name not in tls_failed}
+    server_materials, server_issues = _build_server_materials(config, usable)
+    issues = references.issues + tls_issues + server_issues
     untrusted: StoredCert | None = None
     if config.client_proxies:
         try:
@@ -230,12 +295,19 @@ def build_runtime(config: GatewayConfig, process: ProcessMaterial | None = None)
     for proxy in config.client_proxies:
         ca = signing[proxy.name]
         assert untrusted is not None
+        settings = TlsSettings.of(proxy)
+        trusted = client_proxy_contexts(settings, (ca.certificate, *ca.chain), _fingerprint(ca))
+        untrusted_contexts = client_proxy_contexts(settings, (untrusted.certificate,), _fingerprint(untrusted))
+        upstream = UpstreamContexts(settings)
         materials[proxy.name] = ClientProxyMaterial(
             proxy=proxy,
             signing=ca,
-            trusted_context=build_client_context(proxy.protocols, (ca.certificate, *ca.chain), _fingerprint(ca)),
-            untrusted_context=build_client_context(proxy.protocols, (untrusted.certificate,), _fingerprint(untrusted)),
-            upstream_context=build_upstream_context(proxy.protocols),
+            trusted_context=trusted.base,
+            untrusted_context=untrusted_contexts.base,
+            upstream_context=upstream.base,
+            trusted_contexts=trusted,
+            untrusted_contexts=untrusted_contexts,
+            upstream_contexts=upstream,
         )
     return Runtime(
         config=config,
@@ -243,6 +315,6 @@ def build_runtime(config: GatewayConfig, process: ProcessMaterial | None = None)
         untrusted_ca=untrusted,
         client_proxies=materials,
         trust_anchors=trust_anchors,
-        process=process or ProcessMaterial(),
+        process=process,
         server_proxies=server_materials,
     )

@@ -45,6 +45,9 @@ def base_config(workdir: Path, lab: Lab, pki: DemoPki) -> dict[str, Any]:
                           "profile": "default"}],
             "inspection_log": str(workdir / "inspection.jsonl"),
             "listen_port": 8443,
+            # The lab's gateway runs on the host's file system: keep its control socket and
+            # its remembered manual fallback inside the lab.
+            "control": {"socket": str(workdir / "control.sock"), "bypass_file": str(workdir / "bypass")},
         },
         "pki": {"dir": str(pki.store_dir)},
         "client_proxies": [{
@@ -190,6 +193,10 @@ class InterceptionLab:
         proc = self.lab.run(self.lab.client_ns, [
             "openssl", "s_client", "-connect", f"{host}:443", "-servername", host,
             "-CAfile", str(self.client_bundle), "-verify_hostname", host],
+            # No request: s_client shows the certificate even when it does not verify, and a
+            # request would then reach the server. A trusted peek looks like a pinning
+            # client's connection to tlsgw (handshake, then nothing): callers stay below
+            # `pinning_failures` peeks per site and gateway run.
             check=False, input="", timeout=15)
         match = re.search(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", proc.stdout, re.S)
         cert = x509.load_pem_x509_certificate(match.group(0).encode()) if match else None

@@ -29,8 +29,8 @@ import logging
 import os
 import socket
 import time
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timezone
 from ipaddress import IPv4Address
 
@@ -42,18 +42,32 @@ from gateway.config.model import DecryptedService, Segment
 from gateway.inspect.http import HttpObserver
 from gateway.observability.counters import Counters
 from gateway.observability.flowlog import FlowRecord, InspectionLog
+from gateway.observability.reasons import flow_counts
+from gateway.observability.sessions import SessionTable
 from gateway.pki.verify import verify_upstream
 from gateway.policy.decision import Action, Decision, Outcome
 from gateway.policy.engine import decide, exempt_by_certificate
 from gateway.policy.facts import FlowFacts
+from gateway.policy.limits import ConcurrencyLimit
+from gateway.policy.site_bypass import BypassReason, BypassSettings, Site, is_pinning_symptom
 from gateway.proxy import sockets
 from gateway.proxy.relay import RawTransform, Relay, TlsTransform, Transform
 from gateway.runtime import ClientProxyMaterial, Runtime
 from gateway.session.verdict import UpstreamVerdictKind, judge_upstream
+from gateway.tls import protocol_stats
 from gateway.tls.alerts import explain_handshake_failure
+from gateway.tls.ciphers import Signature
 from gateway.tls.clienthello import ClientHello, ClientHelloError, ClientHelloParser
-from gateway.tls.contexts import new_client_connection, new_server_proxy_connection, new_upstream_connection
+from gateway.tls.contexts import (
+    UpstreamContexts,
+    new_client_connection,
+    new_server_proxy_connection,
+    new_upstream_connection,
+    server_requested_client_certificate,
+    signature_of,
+)
 from gateway.tls.endpoint import CHUNK, TlsEndpoint, TlsFailure
+from gateway.tls.versions import OfferRefusal, UpstreamOffer
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +146,13 @@ class FlowHandler:
         self.runtime = runtime
         self.log = log
         self.counters = counters
-        self.active_decrypted = 0
+        self.concurrency = ConcurrencyLimit()
+        """Decrypting sessions against limits.max_concurrent; the daemon shares one across
+        segments (issue 6)."""
+        self.sessions: SessionTable | None = None
+        """The live session list of `tlsgw sessions`, set by the daemon (issue 6)."""
+        self.tunnels: FlowTable | None = None
+        """The tunnel flow table, set by the daemon when `gateway.tunnels.enabled` (issue 7)."""
 
     async def handle(self, client_sock: socket.socket) -> None:
         """Never raises except CancelledError: one flow's failure is that flow's alone."""
@@ -145,7 +165,11 @@ class FlowHandler:
             segment=self.segment.name, client=client_ip, client_port=client_port,
             server=server_ip, server_port=server_port,
         )
+        if self.tunnels is not None:
+            record.tunnel = self.tunnels.describe(client_ip, client_port, server_ip, server_port)
         self.counters.add("connections")
+        if self.sessions is not None:
+            self.sessions.attach(record)
         client: Leg | None = None
         upstream: Leg | None = None
         try:
@@ -165,20 +189,24 @@ class FlowHandler:
                 client.close(reset=self._reset_client(runtime, decision))
                 return
             if decision.action is Action.SPLICE:
-                upstream = await self._connect(client_ip, server_ip, server_port)
-                record.outcome, record.reason = decision.outcome.value, decision.reason
-                await upstream.send(hello.raw)
-                record.bytes_up += len(hello.raw)
-                await self._splice(runtime, client, upstream, record)
+                upstream = await self._relay_untouched(runtime, client, hello, record, decision.outcome,
+                                                       decision.reason)
                 return
-            self.active_decrypted += 1
+            site = Site(IPv4Address(server_ip), server_port, hello.sni)
+            bypass = runtime.process.site_bypass.lookup(site, time.monotonic())
+            if bypass is not None:
+                self.counters.add(f"bypassed.{bypass.name.lower()}")
+                upstream = await self._relay_untouched(runtime, client, hello, record, Outcome.BYPASSED,
+                                                       bypass.value)
+                return
+            self.concurrency.active += 1
             try:
                 if decision.action is Action.DECRYPT_SERVER:
-                    upstream = await self._decrypt_server(runtime, decision, hello, client, record)
+                    upstream = await self._decrypt_server(runtime, decision, hello, client, record, site)
                 else:
-                    upstream = await self._decrypt_client(runtime, decision, hello, client, record)
+                    upstream = await self._decrypt_client(runtime, decision, hello, client, record, site)
             finally:
-                self.active_decrypted -= 1
+                self.concurrency.active -= 1
         except FlowEnded:
             pass
         except asyncio.CancelledError:
@@ -201,6 +229,8 @@ class FlowHandler:
                 client_sock.close()
             record.duration_ms = round((time.monotonic() - started) * 1000, 1)
             self.counters.add(f"outcome.{record.outcome}")
+            for name, amount in flow_counts(record):
+                self.counters.add(name, amount)
             self.counters.add("bytes_up", record.bytes_up)
             self.counters.add("bytes_down", record.bytes_down)
             self.log.write(record)
@@ -216,8 +246,12 @@ class FlowHandler:
 
     def _limit(self, runtime: Runtime, decision: Decision) -> Decision:
         limits = runtime.config.gateway.limits
-        decrypting = decision.action in (Action.DECRYPT_CLIENT, Action.DECRYPT_SERVER)
-        if not decrypting or self.active_decrypted < limits.max_concurrent:
+        if decision.action not in (Action.DECRYPT_CLIENT, Action.DECRYPT_SERVER):
+            return decision
+        check = self.concurrency.check(limits.max_concurrent, limits.on_exceed)
+        if check.message is not None:
+            logger.warning("%s", check.message)  # once per episode: "reached critical threshold"
+        if not check.exceeded:
             return decision
         self.counters.add("limit_reached")
         reason = f"max concurrent connections ({limits.max_concurrent}) reached"
@@ -259,29 +293,77 @@ class FlowHandler:
                     return
                 endpoint.feed(await leg.reader.read(CHUNK))
 
-    async def _upstream_tls(self, runtime: Runtime, context: SSL.Context, hello: ClientHello,
-                            alpn: tuple[str, ...], client: Leg, record: FlowRecord,
-                            reset_client: bool) -> tuple[Leg, TlsEndpoint]:
-        """Connect to the real server as the client and complete TLS with the client's SNI."""
+    async def _relay_untouched(self, runtime: Runtime, client: Leg, hello: ClientHello, record: FlowRecord,
+                               outcome: Outcome, reason: str) -> Leg:
+        """Connect upstream as the client, replay its ClientHello and relay bytes untouched:
+        the not-decrypted and bypassed paths, also after an upstream TLS attempt that was
+        abandoned before the client saw anything."""
         upstream = await self._connect(record.client, record.server, record.server_port)
-        up_tls = TlsEndpoint(new_upstream_connection(context, hello.sni, alpn))
+        self._end(record, outcome, reason)
+        await upstream.send(hello.raw)
+        record.bytes_up += len(hello.raw)
+        await self._splice(runtime, client, upstream, record)
+        return upstream
+
+    def _offer(self, contexts: UpstreamContexts, hello: ClientHello, signature: Signature,
+               record: FlowRecord) -> UpstreamOffer | None:
+        """What to offer the server for this client; None (counted) when the client offers
+        nothing the proxy enables, which the product calls bypassed: requirements not met."""
+        offer = contexts.offer_for(hello, signature)
+        if isinstance(offer, OfferRefusal):
+            self.counters.add(f"{protocol_stats.PREFIX}refused.{offer.value}")
+            if offer is OfferRefusal.NO_COMMON_CIPHER:
+                self.counters.add(protocol_stats.CLIENT_CIPHER_OTHER)
+            return None
+        return offer
+
+    async def _upstream_tls(self, runtime: Runtime, contexts: UpstreamContexts, offer: UpstreamOffer,
+                            hello: ClientHello, alpn: tuple[str, ...], client: Leg, record: FlowRecord,
+                            reset_client: bool) -> tuple[Leg, TlsEndpoint | None]:
+        """Connect to the real server as the client and complete TLS with the client's SNI.
+
+        Returns (leg, None) when the server asked for a client certificate: tlsgw cannot
+        present the client's, so the flow must not be decrypted (the caller bypasses it).
+        """
+        upstream = await self._connect(record.client, record.server, record.server_port)
+        up_tls = TlsEndpoint(new_upstream_connection(contexts.context(offer), hello.sni, alpn))
         try:
             await self._handshake(up_tls, upstream, runtime.config.gateway.handshake_timeout)
         except (TlsFailure, TimeoutError) as exc:
             detail = exc.detail if isinstance(exc, TlsFailure) else "timed out"
+            requested = server_requested_client_certificate(up_tls.connection)
+            self.counters.add(protocol_stats.classify_server_failure(detail, requested).counter)
+            if requested:
+                return upstream, None
             self.counters.add("handshake_failures.upstream")
             self._end(record, Outcome.BLOCKED,
                       explain_handshake_failure("upstream", detail, f"{record.server}:{record.server_port}", hello.sni))
             upstream.close()
             client.close(reset=reset_client)
             raise FlowEnded from None
+        if server_requested_client_certificate(up_tls.connection):
+            # TLS 1.3: the request arrives in the server's flight; the handshake "succeeds"
+            # and the server refuses on the first read. Nothing was sent yet: bypass.
+            self.counters.add(protocol_stats.ServerFailure.CLIENT_CERTIFICATE.counter)
+            return upstream, None
         record.upstream_tls.version, record.upstream_tls.cipher, record.upstream_tls.alpn = (
             up_tls.version, up_tls.cipher, up_tls.alpn)
         return upstream, up_tls
 
+    async def _bypass_client_certificate(self, runtime: Runtime, site: Site, settings: BypassSettings | None,
+                                         upstream: Leg, client: Leg, hello: ClientHello,
+                                         record: FlowRecord) -> Leg:
+        upstream.close()
+        if settings is not None:
+            runtime.process.site_bypass.note_client_certificate_requested(site, time.monotonic(), settings)
+        self.counters.add("bypassed.client_certificate")
+        return await self._relay_untouched(runtime, client, hello, record, Outcome.BYPASSED,
+                                           BypassReason.CLIENT_CERTIFICATE.value)
+
     async def _client_tls(self, runtime: Runtime, connection: SSL.Connection, hello: ClientHello, client: Leg,
                           upstream: Leg, up_tls: TlsEndpoint, record: FlowRecord, note: str = "",
-                          reset_upstream: bool = False) -> TlsEndpoint:
+                          reset_upstream: bool = False,
+                          on_failure: Callable[[str], None] | None = None) -> TlsEndpoint:
         """Complete TLS with the client, replaying its ClientHello. On failure the upstream
         gets a close_notify, or a TCP reset when the server proxy asks for one."""
         client_tls = TlsEndpoint(connection)
@@ -291,6 +373,9 @@ class FlowHandler:
         except (TlsFailure, TimeoutError) as exc:
             detail = exc.detail if isinstance(exc, TlsFailure) else "timed out"
             self.counters.add("handshake_failures.client")
+            self.counters.add(protocol_stats.classify_client_failure(detail).counter)
+            if on_failure is not None:
+                on_failure(detail)
             sentence = explain_handshake_failure("client", detail, f"{record.client}:{record.client_port}", hello.sni)
             self._end(record, Outcome.BLOCKED, sentence + (f"; {note}" if note else ""))
             if reset_upstream:
@@ -304,15 +389,22 @@ class FlowHandler:
         return client_tls
 
     async def _decrypt_server(self, runtime: Runtime, decision: Decision, hello: ClientHello,
-                              client: Leg, record: FlowRecord) -> Leg:
+                              client: Leg, record: FlowRecord, site: Site) -> Leg:
         """Server inspection: the organisation's own certificate, chosen by SNI, toward the
         client; the real server upstream (not validated: tlsgw holds its key already)."""
         material = runtime.server_proxies[decision.proxy or ""]
-        certificate, context = material.client_context(hello.sni)
-        record.forged_issuer = None
+        certificate, client_contexts = material.client_contexts_for(hello.sni)
         record.server_certificate = certificate.name
-        upstream, up_tls = await self._upstream_tls(runtime, material.upstream_context, hello, hello.alpn,
+        offer = self._offer(material.upstream_contexts, hello, signature_of(certificate.certificate), record)
+        if offer is None:
+            return await self._relay_untouched(runtime, client, hello, record, Outcome.BYPASSED,
+                                               "client offered no protocol version or cipher suite enabled "
+                                               "in the server proxy")
+        upstream, up_tls = await self._upstream_tls(runtime, material.upstream_contexts, offer, hello, hello.alpn,
                                                     client, record, reset_client=False)
+        if up_tls is None:
+            return await self._bypass_client_certificate(runtime, site, None, upstream, client, hello, record)
+        context = client_contexts.for_upstream(up_tls.version, up_tls.cipher)
         client_tls = await self._client_tls(runtime, new_server_proxy_connection(context, up_tls.alpn), hello,
                                             client, upstream, up_tls, record,
                                             reset_upstream=material.proxy.tcp_reset_server)
@@ -322,12 +414,21 @@ class FlowHandler:
         return upstream
 
     async def _decrypt_client(self, runtime: Runtime, decision: Decision, hello: ClientHello,
-                              client: Leg, record: FlowRecord) -> Leg:
+                              client: Leg, record: FlowRecord, site: Site) -> Leg:
         material = runtime.client_proxies[decision.proxy or ""]
         proxy = material.proxy
+        bypass_settings = BypassSettings.of(proxy)
+        offer = self._offer(material.upstream_contexts, hello, Signature.ECDSA, record)
+        if offer is None:
+            return await self._relay_untouched(runtime, client, hello, record, Outcome.BYPASSED,
+                                               "client offered no protocol version or cipher suite enabled "
+                                               "in the client proxy")
         alpn = tuple(p for p in hello.alpn if not (proxy.downgrade_http2 and p == "h2"))
-        upstream, up_tls = await self._upstream_tls(runtime, material.upstream_context, hello, alpn, client,
-                                                    record, reset_client=proxy.tcp_reset_client)
+        upstream, up_tls = await self._upstream_tls(runtime, material.upstream_contexts, offer, hello, alpn,
+                                                    client, record, reset_client=proxy.tcp_reset_client)
+        if up_tls is None:
+            return await self._bypass_client_certificate(runtime, site, bypass_settings, upstream, client,
+                                                         hello, record)
 
         chain = up_tls.connection.get_peer_cert_chain(as_cryptography=True) or []
         now = _now()
@@ -349,12 +450,8 @@ class FlowHandler:
                 # No SNI: the server certificate decides. Nothing was sent to the client yet,
                 # so start over with an untouched relay and the original ClientHello.
                 upstream.close()
-                upstream = await self._connect(record.client, record.server, record.server_port)
-                self._end(record, Outcome.NOT_DECRYPTED, exemption + " (by server certificate, no SNI)")
-                await upstream.send(hello.raw)
-                record.bytes_up += len(hello.raw)
-                await self._splice(runtime, client, upstream, record)
-                return upstream
+                return await self._relay_untouched(runtime, client, hello, record, Outcome.NOT_DECRYPTED,
+                                                   exemption + " (by server certificate, no SNI)")
 
         verdict = judge_upstream(proxy, result)
         if verdict.kind is UpstreamVerdictKind.BLOCK or not chain:
@@ -368,12 +465,24 @@ class FlowHandler:
         leaf_cert, leaf_key = self._forged_leaf(runtime, material, chain[0], trusted, hello.sni, now)
         record.forged_issuer = _name_of(leaf_cert.issuer)
 
-        context = material.trusted_context if trusted else material.untrusted_context
+        contexts = material.trusted_contexts if trusted else material.untrusted_contexts
+        context = contexts.for_upstream(up_tls.version, up_tls.cipher)
+
+        def pinning_symptom(failure: str | None) -> None:
+            if is_pinning_symptom(trusted_issuer=trusted, handshake_failure=failure,
+                                  handshake_completed=failure is None, client_sent_data=record.bytes_up > 0):
+                self.counters.add("pinning_failures")
+                if runtime.process.site_bypass.note_pinning_failure(site, time.monotonic(), bypass_settings):
+                    logger.warning("site %s:%d (SNI %s) refuses the forged certificate repeatedly (pinned); "
+                                   "bypassing it for %.0f s", site.server, site.port, site.sni or "-",
+                                   bypass_settings.pinning_seconds)
+
         client_tls = await self._client_tls(
             runtime, new_client_connection(context, leaf_cert, leaf_key, up_tls.alpn), hello, client,
-            upstream, up_tls, record, note="" if trusted else verdict.reason)
+            upstream, up_tls, record, note="" if trusted else verdict.reason, on_failure=pinning_symptom)
         self._end(record, Outcome.DECRYPTED, decision.reason if trusted else verdict.reason)
         await self._relay_decrypted(runtime, proxy.decrypted_service, client, client_tls, upstream, up_tls, record)
+        pinning_symptom(None)
         return upstream
 
     def _forged_leaf(self, runtime: Runtime, material: ClientProxyMaterial, upstream_cert: x509.Certificate,
