@@ -858,7 +858,8 @@ def _read_decryption_policy(r: _Reader, node: object, path: str) -> DecryptionPo
 
 
 def _read_trust_store(r: _Reader, node: object, path: str) -> TrustStore:
-    m = r.mapping(node, path, ("name", "description", "include_default_ca", "ca_certificates"), required=("name",))
+    m = r.mapping(node, path, ("name", "description", "include_default_ca", "ca_certificates", "crl_files"),
+                  required=("name",))
     d = TrustStore(name="")
     return TrustStore(
         name=r.field(m, path, "name", r.name(names.TRUST_STORE), ""),
@@ -867,6 +868,7 @@ def _read_trust_store(r: _Reader, node: object, path: str) -> TrustStore:
         ca_certificates=r.field(
             m, path, "ca_certificates", r.list_of(r.name(names.CERTIFICATE), what="CA certificates"), ()
         ),
+        crl_files=r.field(m, path, "crl_files", r.list_of(r.absolute_path, what="CRL files"), ()),
     )
 
 

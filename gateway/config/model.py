@@ -391,6 +391,9 @@ class TrustStore:
     ca_certificates: tuple[str, ...] = ()
     """Named CA certificates from the PKI store."""
     description: str = ""
+    crl_files: tuple[str, ...] = ()
+    """Certificate revocation lists (PEM or DER files): an upstream certificate they list as
+    revoked is invalid."""
 
 
 @dataclass(frozen=True, slots=True)

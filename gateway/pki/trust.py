@@ -17,7 +17,7 @@ import os
 import re
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cryptography import utils as crypto_utils
 from cryptography import x509
@@ -26,6 +26,7 @@ from cryptography.x509.verification import Store
 from gateway.config.model import TrustStore
 from gateway.errors import PkiError
 from gateway.pki.ca import is_ca
+from gateway.pki.revocation import RevocationLists, load_crls
 from gateway.pki.store import CertStore
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ class TrustAnchors:
     then nothing verifies."""
     by_subject: Mapping[x509.Name, tuple[x509.Certificate, ...]] = field(default_factory=dict)
     """Roots by subject, so a failed verification can tell "no known issuer" apart."""
+    revocation: RevocationLists = field(default_factory=RevocationLists)
+    """The trust store's CRLs (issue 5); empty when none is configured."""
 
     @classmethod
     def from_certificates(cls, name: str, certificates: Iterable[x509.Certificate]) -> TrustAnchors:
@@ -83,7 +86,10 @@ def load_trust_anchors(store: CertStore, trust_store: TrustStore, default_bundle
             raise PkiError(f"trust store {trust_store.name!r}: certificate {name!r} ({store.cert_path(name)}) "
                            "is not a CA certificate (basicConstraints CA:TRUE)")
         certs.append(cert)
-    return TrustAnchors.from_certificates(trust_store.name, certs)
+    anchors = TrustAnchors.from_certificates(trust_store.name, certs)
+    if trust_store.crl_files:
+        anchors = replace(anchors, revocation=load_crls(trust_store.crl_files, trust_store.name))
+    return anchors
 
 
 # path -> ((st_dev, st_ino, st_mtime_ns, st_size), certificates)

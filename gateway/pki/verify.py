@@ -63,6 +63,8 @@ class VerifyFailure(enum.Enum):
     """Valid in every other respect, but a certificate on the chain is not valid yet."""
     HOSTNAME_MISMATCH = "hostname_mismatch"
     """The chain is trusted but the certificate is not for the name (or IP) connected to."""
+    REVOKED = "revoked"
+    """A certificate on the verified chain is listed in a CRL of the trust store."""
     WEAK_KEY = "weak_key"
     """The server's RSA key is below `min_key_length`, or an issuer's is below 2048 bits."""
     OTHER = "other"
@@ -125,6 +127,9 @@ def verify_upstream(
         weak = _weak_server_key(leaf, min_key_length)
         if weak:
             return _fail(VerifyFailure.WEAK_KEY, weak)
+        revoked = anchors.revocation.revoked(verified) if anchors.revocation else None
+        if revoked is not None:
+            return _fail(VerifyFailure.REVOKED, revoked)
         return VerifyResult(True, None, "", tuple(verified))
     return _explain_failure(leaf, intermediates, host, subject, anchors, now, min_key_length, error)
 
