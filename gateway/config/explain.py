@@ -18,6 +18,7 @@ from gateway.config.model import (
     ServerPolicy,
     ServerProxy,
     TlsVersion,
+    WORKERS_AUTO,
 )
 from gateway.tls.ciphers import needs_security_level_0, select_suites
 
@@ -32,13 +33,15 @@ def explain(cfg: GatewayConfig) -> str:
         f"SSL client inspection {_on(g.ssl_inspection.client)}, SSL server inspection {_on(g.ssl_inspection.server)}",
         f"At most {g.limits.max_concurrent} inspected connections; above that new flows are "
         f"{'bypassed' if g.limits.on_exceed.value == 'bypass' else 'blocked'}",
-        f"Handshake timeout {g.handshake_timeout:g}s, idle timeout {g.idle_timeout:g}s; "
+        f"Handshake timeout {g.handshake_timeout:g}s, idle timeout client side {g.idle_timeouts()[0]:g}s, "
+        f"server side {g.idle_timeouts()[1]:g}s; "
         f"inspection log {g.inspection_log}",
         "While tlsgw is not running, the bridge "
         + ("forwards every flow untouched (fail_mode open)" if g.fail_mode.value == "open"
            else "drops the flows tlsgw would inspect (fail_mode closed)"),
         f"Control socket {g.control.socket} (group {g.control.group}); metrics "
         + (f"on http://{g.metrics.address}:{g.metrics.port}/metrics" if g.metrics else "endpoint off"),
+        _workers(g.workers),
     ]
     if not g.segments:
         lines.append("No segments: nothing is inspected.")
@@ -64,6 +67,14 @@ def explain(cfg: GatewayConfig) -> str:
     if unused:
         lines.append("Profiles not used by any segment: " + ", ".join(unused))
     return "\n".join(lines)
+
+
+def _workers(workers: int | str) -> str:
+    if workers == 1:
+        return "Connections are served by the main process (workers: 1)"
+    count = "one per usable CPU (workers: auto)" if workers == WORKERS_AUTO else f"{workers}"
+    return (f"Connections are served by {count} worker processes sharing the listener ports; the main "
+            "process keeps the rules, the control socket and the counters, and restarts a worker that dies")
 
 
 def _profile(cfg: GatewayConfig, profile: InspectionProfile) -> list[str]:

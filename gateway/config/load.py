@@ -31,6 +31,8 @@ from gateway.config.model import (
     BulkCipher,
     CipherSuiteCriteria,
     DEFAULT_CA_FROM_STORE,
+    MAX_WORKERS,
+    WORKERS_AUTO,
     ClientPolicy,
     ClientProxy,
     ControlSettings,
@@ -82,14 +84,24 @@ def load_config(path: str) -> GatewayConfig:
         ConfigError: the file cannot be read, is not YAML, or breaks any rule; it carries
             every problem found, each with the dotted path of the offending field.
     """
+    return parse_config(read_config_text(path), source=path)
+
+
+def read_config_text(path: str) -> str:
+    """The file's text, for callers that must hand the very text they validated to other
+    processes (the worker processes of issue 8 parse what the main process checked, not
+    what the file holds by the time they start).
+
+    Raises:
+        ConfigError: the file cannot be read or is not UTF-8.
+    """
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            return f.read()
     except OSError as e:
         raise ConfigError([ConfigIssue("", f"cannot read configuration: {e.strerror or e}")], source=path) from e
     except UnicodeDecodeError as e:
         raise ConfigError([ConfigIssue("", f"configuration is not UTF-8 text: {e}")], source=path) from e
-    return parse_config(text, source=path)
 
 
 def parse_config(text: str, source: str = "<string>") -> GatewayConfig:
@@ -292,6 +304,16 @@ class _Reader:
             return value
 
         return read
+
+    def workers(self, path: str, value: object) -> int | str | None:
+        """`auto` or a number of processes (issue 8)."""
+        if value == WORKERS_AUTO:
+            return WORKERS_AUTO
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem(path, f"expected {WORKERS_AUTO} or a number of processes 1..{MAX_WORKERS}, "
+                               f"got {_type_name(value)}")
+            return None
+        return self.integer(1, MAX_WORKERS)(path, value)
 
     def seconds(self, path: str, value: object) -> float | None:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -578,10 +600,13 @@ def _read_gateway(r: _Reader, node: object, path: str) -> GatewaySection:
         "netfilter",
         "handshake_timeout",
         "idle_timeout",
+        "client_idle_timeout",
+        "server_idle_timeout",
         "fail_mode",
         "control",
         "metrics",
         "tunnels",
+        "workers",
     )
     m = r.mapping(node, path, keys)
     d = GatewaySection()
@@ -596,10 +621,13 @@ def _read_gateway(r: _Reader, node: object, path: str) -> GatewaySection:
         netfilter=_read_netfilter(r, m.get("netfilter"), _join(path, "netfilter")),
         handshake_timeout=r.field(m, path, "handshake_timeout", r.seconds, d.handshake_timeout),
         idle_timeout=r.field(m, path, "idle_timeout", r.seconds, d.idle_timeout),
+        client_idle_timeout=r.field(m, path, "client_idle_timeout", r.seconds, d.client_idle_timeout),
+        server_idle_timeout=r.field(m, path, "server_idle_timeout", r.seconds, d.server_idle_timeout),
         fail_mode=r.field(m, path, "fail_mode", r.choice(FailMode), d.fail_mode),
         control=_read_control(r, m.get("control"), _join(path, "control")),
         metrics=_read_metrics(r, m.get("metrics"), _join(path, "metrics")) if m.get("metrics") is not None else None,
         tunnels=_read_tunnels(r, m.get("tunnels"), _join(path, "tunnels")),
+        workers=r.field(m, path, "workers", r.workers, d.workers),
     )
 
 

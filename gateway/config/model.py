@@ -27,6 +27,11 @@ DEFAULT_CA_FROM_STORE = "store"
 DEFAULT_CA_PACKAGE_FILE = "default-ca-package.pem"
 # Apart from the store on purpose: a copy of /var/lib/tlsgw alone must not open its keys.
 DEFAULT_KEY_SECRET_FILE = "/etc/tlsgw/key-secret"
+# `gateway.workers: auto`: one worker process per usable CPU (gateway.workers.sizing).
+WORKERS_AUTO = "auto"
+# Far above the cores a TLS gateway box has; each worker holds its own copy of the TLS
+# material and forge cache, so a typo like 600 must not start 600 processes.
+MAX_WORKERS = 64
 
 
 class DecryptedService(enum.Enum):
@@ -274,7 +279,17 @@ class GatewaySection:
     handshake_timeout: float = 10.0
     """Seconds a peer may take to complete its side of the TLS handshake."""
     idle_timeout: float = 300.0
-    """Seconds without data in either direction before a relayed session is closed."""
+    """Seconds without data in either direction before a relayed session is closed; the
+    default of the two per-side timeouts below."""
+    client_idle_timeout: float | None = None
+    """Seconds the client-facing connection may stay idle (nothing received from or sent to
+    the client); None: `idle_timeout`."""
+    server_idle_timeout: float | None = None
+    """Seconds the server-facing connection may stay idle; None: `idle_timeout`."""
+
+    def idle_timeouts(self) -> tuple[float, float]:
+        """(client side, server side)."""
+        return (self.client_idle_timeout or self.idle_timeout, self.server_idle_timeout or self.idle_timeout)
     fail_mode: FailMode = FailMode.OPEN
     """`open` (default): while tlsgw is not running the bridge forwards everything
     untouched; `closed`: the flows it would inspect are dropped instead."""
@@ -282,6 +297,11 @@ class GatewaySection:
     metrics: MetricsSettings | None = None
     """Prometheus endpoint (`listen: 127.0.0.1:9598`); disabled unless configured."""
     tunnels: TunnelSettings = TunnelSettings()
+    workers: int | str = 1
+    """Processes that serve connections (issue 8): `1` (default) serves in the main
+    process; N (2..64) starts N worker processes sharing the TPROXY ports (SO_REUSEPORT)
+    while the main process keeps the rules, the control socket and the counters; `auto`:
+    one per CPU tlsgw may run on. A change takes effect at the next restart."""
 
 
 @dataclass(frozen=True, slots=True)

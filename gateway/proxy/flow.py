@@ -534,9 +534,9 @@ class FlowHandler:
     async def _relay(self, runtime: Runtime, client: Leg, upstream: Leg,
                      client_to_upstream: Transform, upstream_to_client: Transform) -> None:
         relay = Relay(((client.reader, client.writer), (upstream.reader, upstream.writer)),
-                      (client_to_upstream, upstream_to_client), runtime.config.gateway.idle_timeout)
+                      (client_to_upstream, upstream_to_client), runtime.config.gateway.idle_timeouts())
         await relay.run()
-        if relay.timed_out:
-            self.counters.add("relay.idle_timeout")
+        if relay.timed_out is not None:
+            self.counters.add(f"relay.idle_timeout.{'client' if relay.timed_out == 0 else 'server'}")
         elif isinstance(relay.error, TlsFailure):
             self.counters.add("relay.tls_errors")

@@ -12,7 +12,7 @@ data). Ending one direction half-closes the other leg (close_notify, then FIN) a
 other direction carries on, so request/response protocols that close one way first work.
 Back-pressure: when a destination transport's buffer is full, the source is paused until
 it drains. The relay ends when both directions have ended, on the first error, or when
-no byte has moved in either direction for `idle_timeout` seconds.
+one leg has been idle (nothing received from it or sent to it) for its side's timeout.
 """
 
 from __future__ import annotations
@@ -104,15 +104,20 @@ class Relay:
 
     def __init__(self, legs: tuple[tuple[asyncio.StreamReader, asyncio.StreamWriter],
                                    tuple[asyncio.StreamReader, asyncio.StreamWriter]],
-                 transforms: tuple[Transform, Transform], idle_timeout: float) -> None:
+                 transforms: tuple[Transform, Transform], idle_timeouts: tuple[float, float]) -> None:
         self.readers = (legs[0][0], legs[1][0])
+        # Held for the relay's lifetime: a StreamWriter that is garbage-collected closes its
+        # transport, which would end the relay under the caller's feet.
+        self.writers = (legs[0][1], legs[1][1])
         self.transports = (legs[0][1].transport, legs[1][1].transport)
         self.transforms = transforms
-        self.idle_timeout = idle_timeout
+        self.idle_timeouts = idle_timeouts
         self.ended = [False, False]
         self.error: BaseException | None = None
-        self.timed_out = False
-        self._last_activity = time.monotonic()
+        self.timed_out: int | None = None
+        """The leg (0 or 1) whose idle timeout ended the relay, if one did."""
+        now = time.monotonic()
+        self._last_activity = [now, now]
         self._done: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
 
@@ -135,7 +140,7 @@ class Relay:
         # every direction once even with no new bytes.
         for index, buffered, eof in pending:
             self._arrived(index, buffered, eof)
-        self._timer = loop.call_later(self.idle_timeout, self._check_idle)
+        self._timer = loop.call_later(min(self.idle_timeouts), self._check_idle)
         try:
             await self._done
         finally:
@@ -150,17 +155,19 @@ class Relay:
     def _check_idle(self) -> None:
         if self._done is None or self._done.done():
             return
-        idle_for = time.monotonic() - self._last_activity
-        if idle_for >= self.idle_timeout:
-            self.timed_out = True
-            self._finish()
-            return
-        self._timer = asyncio.get_running_loop().call_later(self.idle_timeout - idle_for, self._check_idle)
+        now = time.monotonic()
+        remaining = []
+        for leg, (last, timeout) in enumerate(zip(self._last_activity, self.idle_timeouts)):
+            if now - last >= timeout:
+                self.timed_out = leg
+                self._finish()
+                return
+            remaining.append(timeout - (now - last))
+        self._timer = asyncio.get_running_loop().call_later(min(remaining), self._check_idle)
 
     def _arrived(self, index: int, data: bytes, eof: bool) -> None:
         if self.ended[index] or (self._done is not None and self._done.done()):
             return
-        self._last_activity = time.monotonic()
         source, destination = self.transports[index], self.transports[1 - index]
         try:
             step = self.transforms[index].process(data, eof)
@@ -168,10 +175,13 @@ class Relay:
             self.error = exc
             self._finish()
             return
+        now = time.monotonic()
+        self._last_activity[index] = now
         if step.to_source and not source.is_closing():
             source.write(step.to_source)
         if step.to_destination and not destination.is_closing():
             destination.write(step.to_destination)
+            self._last_activity[1 - index] = now
         if step.ended:
             self.ended[index] = True
             if destination.can_write_eof() and not destination.is_closing():
