@@ -45,7 +45,7 @@ from gateway.observability.flowlog import FlowRecord, InspectionLog
 from gateway.observability.reasons import flow_counts
 from gateway.observability.sessions import SessionTable
 from gateway.pki.verify import verify_upstream
-from gateway.policy.decision import Action, Decision, Outcome
+from gateway.policy.decision import Action, Decision, Outcome, PolicyKind
 from gateway.policy.engine import decide, exempt_by_certificate
 from gateway.policy.facts import FlowFacts
 from gateway.policy.limits import ConcurrencyLimit
@@ -70,6 +70,8 @@ from gateway.tls.endpoint import CHUNK, TlsEndpoint, TlsFailure
 from gateway.tls.versions import OfferRefusal, UpstreamOffer
 
 logger = logging.getLogger(__name__)
+# The proxies' `logging: true` troubleshooting detail: each step of a flow with its time.
+troubleshoot = logging.getLogger("tlsgw.troubleshoot")
 
 _flow_ids = itertools.count(1)
 # A per-process prefix keeps flow ids unique across restarts and worker processes.
@@ -153,6 +155,8 @@ class FlowHandler:
         """The live session list of `tlsgw sessions`, set by the daemon (issue 6)."""
         self.tunnels: FlowTable | None = None
         """The tunnel flow table, set by the daemon when `gateway.tunnels.enabled` (issue 7)."""
+        self._traced: dict[str, float] = {}
+        """Flows whose proxy has `logging: true`, by flow id -> start time."""
 
     async def handle(self, client_sock: socket.socket) -> None:
         """Never raises except CancelledError: one flow's failure is that flow's alone."""
@@ -184,6 +188,11 @@ class FlowHandler:
             decision = self._limit(runtime, decide(runtime.config, facts))
             record.profile, record.policy = decision.profile, decision.policy
             record.policy_kind = decision.policy_kind.value if decision.policy_kind else None
+            if self._proxy_logging(runtime, decision):
+                self._traced[record.flow] = started
+                self._step(record, f"ClientHello sni={hello.sni} alpn={','.join(hello.alpn) or '-'} "
+                                   f"versions={','.join(hex(v) for v in hello.supported_versions)}; "
+                                   f"decision {decision.action.value}: {decision.reason}")
             if decision.action is Action.BLOCK:
                 self._end(record, decision.outcome, decision.reason)
                 client.close(reset=self._reset_client(runtime, decision))
@@ -234,8 +243,30 @@ class FlowHandler:
             self.counters.add("bytes_up", record.bytes_up)
             self.counters.add("bytes_down", record.bytes_down)
             self.log.write(record)
+            if self._traced.pop(record.flow, None) is not None:
+                self._step_final(record, started)
 
     # -- steps ---------------------------------------------------------------------------
+
+    def _proxy_logging(self, runtime: Runtime, decision: Decision) -> bool:
+        """The `logging` switch of the client or server proxy that handles the flow."""
+        if decision.proxy is None:
+            return False
+        if decision.policy_kind is PolicyKind.SERVER:
+            server = runtime.server_proxies.get(decision.proxy)
+            return bool(server and server.proxy.logging)
+        client = runtime.client_proxies.get(decision.proxy)
+        return bool(client and client.proxy.logging)
+
+    def _step(self, record: FlowRecord, message: str) -> None:
+        started = self._traced.get(record.flow)
+        if started is not None:
+            troubleshoot.info("flow=%s +%.1fms %s", record.flow, (time.monotonic() - started) * 1000, message)
+
+    def _step_final(self, record: FlowRecord, started: float) -> None:
+        troubleshoot.info("flow=%s +%.1fms end: %s (%s) up=%d down=%d", record.flow,
+                          (time.monotonic() - started) * 1000, record.outcome, record.reason,
+                          record.bytes_up, record.bytes_down)
 
     def _end(self, record: FlowRecord, outcome: Outcome, reason: str) -> None:
         record.outcome, record.reason = outcome.value, reason
@@ -348,6 +379,7 @@ class FlowHandler:
             return upstream, None
         record.upstream_tls.version, record.upstream_tls.cipher, record.upstream_tls.alpn = (
             up_tls.version, up_tls.cipher, up_tls.alpn)
+        self._step(record, f"upstream TLS {up_tls.version} {up_tls.cipher} alpn={up_tls.alpn or '-'}")
         return upstream, up_tls
 
     async def _bypass_client_certificate(self, runtime: Runtime, site: Site, settings: BypassSettings | None,
@@ -386,6 +418,7 @@ class FlowHandler:
             raise FlowEnded from None
         record.client_tls.version, record.client_tls.cipher, record.client_tls.alpn = (
             client_tls.version, client_tls.cipher, client_tls.alpn)
+        self._step(record, f"client TLS {client_tls.version} {client_tls.cipher} alpn={client_tls.alpn or '-'}")
         return client_tls
 
     async def _decrypt_server(self, runtime: Runtime, decision: Decision, hello: ClientHello,
@@ -395,6 +428,7 @@ class FlowHandler:
         material = runtime.server_proxies[decision.proxy or ""]
         certificate, client_contexts = material.client_contexts_for(hello.sni)
         record.server_certificate = certificate.name
+        self._step(record, f"certificate {certificate.name!r} chosen for SNI {hello.sni}")
         offer = self._offer(material.upstream_contexts, hello, signature_of(certificate.certificate), record)
         if offer is None:
             return await self._relay_untouched(runtime, client, hello, record, Outcome.BYPASSED,
@@ -464,6 +498,8 @@ class FlowHandler:
         trusted = verdict.kind is UpstreamVerdictKind.FORGE_TRUSTED
         leaf_cert, leaf_key = self._forged_leaf(runtime, material, chain[0], trusted, hello.sni, now)
         record.forged_issuer = _name_of(leaf_cert.issuer)
+        self._step(record, f"upstream certificate {record.upstream_certificate.subject}: "
+                           f"{record.upstream_certificate.verification}; forged under {record.forged_issuer}")
 
         contexts = material.trusted_contexts if trusted else material.untrusted_contexts
         context = contexts.for_upstream(up_tls.version, up_tls.cipher)

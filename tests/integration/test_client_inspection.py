@@ -63,7 +63,7 @@ def run_gateway(env: InterceptionLab, **changes: Any) -> None:
     proxy = config["client_proxies"][0]
     policy = config["profiles"][0]["client_policies"][0]
     for key, value in changes.items():
-        target = proxy if key in proxy or key.startswith("block_") else policy
+        target = proxy if key in proxy or key.startswith("block_") or key == "logging" else policy
         target[key] = value
     env.start_gateway(config)
 
@@ -211,3 +211,20 @@ def untrusted_ca_subject(env: InterceptionLab) -> str:
     assert env.pki is not None
     return CertStore(env.pki.store_dir).load(UNTRUSTED_CA_NAME, with_key=False).certificate.subject.rfc4514_string()
 
+
+
+def test_proxy_logging_switch_adds_the_troubleshooting_steps(env: InterceptionLab) -> None:
+    """Issue 3/2: a proxy's `logging: true` logs each step of its flows; off, none."""
+    run_gateway(env)
+    assert env.fetch("shop.example").ok
+    quiet = env.stop_gateway()
+    assert "tlsgw.troubleshoot" not in quiet
+    run_gateway(env, logging=True)
+    assert env.fetch("shop.example").ok
+    detailed = env.stop_gateway()
+    steps = [line for line in detailed.splitlines() if "tlsgw.troubleshoot" in line]
+    assert any("decision decrypt-client" in line for line in steps)
+    assert any("upstream TLS TLSv1.3" in line for line in steps)
+    assert any("forged under" in line for line in steps)
+    assert any("client TLS TLSv1.3" in line for line in steps)
+    assert any("end: decrypted" in line for line in steps)
