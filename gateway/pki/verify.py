@@ -22,7 +22,9 @@ re-verified with one thing changed at a time:
 3. A weak key (server key below `min_key_length`, issuer RSA key below 2048): WEAK_KEY.
 4. If the chain verifies for a name the certificate does carry, the only problem is
    the name: HOSTNAME_MISMATCH.
-5. Anything else (CA:FALSE intermediate, missing subjectAltName, bad signature, name
+5. A certificate below the root signed with SHA-1 or MD5: OTHER, naming the certificate
+   and the hash (the library's message names only an algorithm identifier).
+6. Anything else (CA:FALSE intermediate, missing subjectAltName, bad signature, name
    constraints...): OTHER, with the library's message in `detail`.
 
 Pure: no I/O, the clock is a parameter. Re-verification happens only on failures.
@@ -37,6 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.x509.verification import PolicyBuilder, Subject, VerificationError
 
 from gateway.pki.keys import is_rsa_certificate, public_key_bits
@@ -45,6 +48,9 @@ from gateway.pki.trust import TrustAnchors
 # cryptography's webpki policy refuses RSA issuer keys below this; mirrored here only to
 # name the reason when it happens.
 LIBRARY_MIN_RSA_BITS = 2048
+# Signature hashes refused below the root (CA/B Forum: SHA-1 since 2016, MD5 long before),
+# by `hashes.HashAlgorithm.name`, with the name to log.
+WEAK_SIGNATURE_HASHES = {"sha1": "SHA-1", "md5": "MD5"}
 # Longest issuer path followed by name when explaining a failure (the library's own
 # default maximum chain depth is 8).
 MAX_NAME_PATH = 8
@@ -144,7 +150,7 @@ def _explain_failure(
     min_key_length: int,
     error: str,
 ) -> VerifyResult:
-    """Find the reason for a failed verification (steps 1-5 of the module docstring)."""
+    """Find the reason for a failed verification (steps 1-6 of the module docstring)."""
     path, roots = _name_path(leaf, intermediates, anchors)
 
     # 1. Dates: are they the only problem?
@@ -184,6 +190,11 @@ def _explain_failure(
         if verified_probe is not None:
             return _fail(VerifyFailure.HOSTNAME_MISMATCH,
                          f"the certificate is for {', '.join(_san_names(leaf)) or 'no name'}, not {host!r}")
+
+    # 5. Signature hashes browsers no longer accept below the root.
+    weak_hash = _weak_signature_hash(path)
+    if weak_hash:
+        return _fail(VerifyFailure.OTHER, weak_hash)
 
     return _fail(VerifyFailure.OTHER, error)
 
@@ -312,6 +323,20 @@ def _date_failure(verified: list[x509.Certificate], now: dt.datetime, error: str
 def _weak_server_key(leaf: x509.Certificate, min_key_length: int) -> str:
     if is_rsa_certificate(leaf) and (bits := public_key_bits(leaf)) < min_key_length:
         return f"the server's RSA key has {bits} bits, below the minimum key length {min_key_length}"
+    return ""
+
+
+def _weak_signature_hash(path: list[x509.Certificate]) -> str:
+    """`path`: the certificates below the trust anchor (the anchor's own signature is
+    never checked, by browsers or the library)."""
+    for cert in path:
+        try:
+            algorithm = cert.signature_hash_algorithm
+        except UnsupportedAlgorithm:
+            continue
+        name = WEAK_SIGNATURE_HASHES.get(algorithm.name) if algorithm is not None else None
+        if name is not None:
+            return f"{_name(cert.subject)} is signed with {name}, which browsers reject below the root"
     return ""
 
 

@@ -62,7 +62,6 @@ from gateway.tls.contexts import (
     UpstreamContexts,
     new_client_connection,
     new_server_proxy_connection,
-    new_upstream_connection,
     server_requested_client_certificate,
     signature_of,
 )
@@ -78,6 +77,9 @@ _flow_ids = itertools.count(1)
 _FLOW_PREFIX = f"{os.getpid():x}"
 
 CONNECT_TIMEOUT = 10.0  # seconds for the upstream TCP handshake, as a browser's connect timeout
+# Appended to the reason of a flow bypassed because of what an earlier flow to the site
+# showed, so the log tells it from the flow that found out (issue 5).
+REMEMBERED_NOTE = "(remembered for this site: relayed untouched from the first packet)"
 
 
 class FlowEnded(Exception):
@@ -206,7 +208,7 @@ class FlowHandler:
             if bypass is not None:
                 self.counters.add(f"bypassed.{bypass.name.lower()}")
                 upstream = await self._relay_untouched(runtime, client, hello, record, Outcome.BYPASSED,
-                                                       bypass.value)
+                                                       f"{bypass.value} {REMEMBERED_NOTE}")
                 return
             self.concurrency.active += 1
             try:
@@ -350,14 +352,16 @@ class FlowHandler:
 
     async def _upstream_tls(self, runtime: Runtime, contexts: UpstreamContexts, offer: UpstreamOffer,
                             hello: ClientHello, alpn: tuple[str, ...], client: Leg, record: FlowRecord,
-                            reset_client: bool) -> tuple[Leg, TlsEndpoint | None]:
-        """Connect to the real server as the client and complete TLS with the client's SNI.
+                            reset_client: bool, site: Site) -> tuple[Leg, TlsEndpoint | None]:
+        """Connect to the real server as the client and complete TLS with the client's SNI,
+        resuming tlsgw's last session with `site` when there is one (the chain of a resumed
+        session is the one OpenSSL kept from the full handshake, and is validated again).
 
         Returns (leg, None) when the server asked for a client certificate: tlsgw cannot
         present the client's, so the flow must not be decrypted (the caller bypasses it).
         """
         upstream = await self._connect(record.client, record.server, record.server_port)
-        up_tls = TlsEndpoint(new_upstream_connection(contexts.context(offer), hello.sni, alpn))
+        up_tls = TlsEndpoint(contexts.new_connection(offer, hello.sni, alpn, site, time.monotonic()))
         try:
             await self._handshake(up_tls, upstream, runtime.config.gateway.handshake_timeout)
         except (TlsFailure, TimeoutError) as exc:
@@ -388,6 +392,8 @@ class FlowHandler:
         upstream.close()
         if settings is not None:
             runtime.process.site_bypass.note_client_certificate_requested(site, time.monotonic(), settings)
+            logger.info("site %s:%d (SNI %s) requests a client certificate; bypassing it for %.0f s",
+                        site.server, site.port, site.sni or "-", settings.client_certificate_seconds)
         self.counters.add("bypassed.client_certificate")
         return await self._relay_untouched(runtime, client, hello, record, Outcome.BYPASSED,
                                            BypassReason.CLIENT_CERTIFICATE.value)
@@ -395,7 +401,8 @@ class FlowHandler:
     async def _client_tls(self, runtime: Runtime, connection: SSL.Connection, hello: ClientHello, client: Leg,
                           upstream: Leg, up_tls: TlsEndpoint, record: FlowRecord, note: str = "",
                           reset_upstream: bool = False,
-                          on_failure: Callable[[str], None] | None = None) -> TlsEndpoint:
+                          on_failure: Callable[[str], None] | None = None,
+                          issuer: str = "the signing CA") -> TlsEndpoint:
         """Complete TLS with the client, replaying its ClientHello. On failure the upstream
         gets a close_notify, or a TCP reset when the server proxy asks for one."""
         client_tls = TlsEndpoint(connection)
@@ -408,7 +415,8 @@ class FlowHandler:
             self.counters.add(protocol_stats.classify_client_failure(detail).counter)
             if on_failure is not None:
                 on_failure(detail)
-            sentence = explain_handshake_failure("client", detail, f"{record.client}:{record.client_port}", hello.sni)
+            sentence = explain_handshake_failure("client", detail, f"{record.client}:{record.client_port}", hello.sni,
+                                                 issuer)
             self._end(record, Outcome.BLOCKED, sentence + (f"; {note}" if note else ""))
             if reset_upstream:
                 upstream.close(reset=True)
@@ -435,7 +443,7 @@ class FlowHandler:
                                                "client offered no protocol version or cipher suite enabled "
                                                "in the server proxy")
         upstream, up_tls = await self._upstream_tls(runtime, material.upstream_contexts, offer, hello, hello.alpn,
-                                                    client, record, reset_client=False)
+                                                    client, record, reset_client=False, site=site)
         if up_tls is None:
             return await self._bypass_client_certificate(runtime, site, None, upstream, client, hello, record)
         context = client_contexts.for_upstream(up_tls.version, up_tls.cipher)
@@ -445,6 +453,8 @@ class FlowHandler:
         self._end(record, Outcome.DECRYPTED, decision.reason)
         await self._relay_decrypted(runtime, material.proxy.decrypted_service, client, client_tls,
                                     upstream, up_tls, record)
+        # After the relay: TLS 1.3 servers send their tickets after the handshake.
+        material.upstream_contexts.remember_session(offer, site, up_tls.connection, time.monotonic())
         return upstream
 
     async def _decrypt_client(self, runtime: Runtime, decision: Decision, hello: ClientHello,
@@ -459,7 +469,7 @@ class FlowHandler:
                                                "in the client proxy")
         alpn = tuple(p for p in hello.alpn if not (proxy.downgrade_http2 and p == "h2"))
         upstream, up_tls = await self._upstream_tls(runtime, material.upstream_contexts, offer, hello, alpn,
-                                                    client, record, reset_client=proxy.tcp_reset_client)
+                                                    client, record, reset_client=proxy.tcp_reset_client, site=site)
         if up_tls is None:
             return await self._bypass_client_certificate(runtime, site, bypass_settings, upstream, client,
                                                          hello, record)
@@ -515,9 +525,11 @@ class FlowHandler:
 
         client_tls = await self._client_tls(
             runtime, new_client_connection(context, leaf_cert, leaf_key, up_tls.alpn), hello, client,
-            upstream, up_tls, record, note="" if trusted else verdict.reason, on_failure=pinning_symptom)
+            upstream, up_tls, record, note="" if trusted else verdict.reason, on_failure=pinning_symptom,
+            issuer="the signing CA" if trusted else "the untrusted CA")
         self._end(record, Outcome.DECRYPTED, decision.reason if trusted else verdict.reason)
         await self._relay_decrypted(runtime, proxy.decrypted_service, client, client_tls, upstream, up_tls, record)
+        material.upstream_contexts.remember_session(offer, site, up_tls.connection, time.monotonic())
         pinning_symptom(None)
         return upstream
 

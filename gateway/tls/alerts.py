@@ -5,7 +5,7 @@ from __future__ import annotations
 
 # (substring of OpenSSL's reason, sentence template). Checked in order.
 _CLIENT_SIDE: tuple[tuple[str, str], ...] = (
-    ("unknown ca", "client {peer} does not trust the signing CA for {sni}"),
+    ("unknown ca", "client {peer} does not trust {issuer} for {sni}"),
     ("bad certificate", "client {peer} rejected the certificate for {sni}"),
     ("certificate unknown", "client {peer} rejected the certificate for {sni}"),
     ("unsupported protocol", "client {peer} offered no protocol version enabled in the client proxy"),
@@ -22,10 +22,14 @@ _UPSTREAM_SIDE: tuple[tuple[str, str], ...] = (
 )
 
 
-def explain_handshake_failure(side: str, detail: str, peer: str, sni: str | None) -> str:
+def explain_handshake_failure(side: str, detail: str, peer: str, sni: str | None,
+                              issuer: str = "the signing CA") -> str:
+    """`issuer`: who issued what the client was shown. A client refusing the untrusted CA
+    (an invalid upstream shown on purpose) is not a client missing the signing CA, and
+    the sentence must not send the operator to deploy it."""
     table = _CLIENT_SIDE if side == "client" else _UPSTREAM_SIDE
     lowered = detail.lower()
     for needle, template in table:
         if needle in lowered:
-            return template.format(peer=peer, sni=sni or "(no SNI)")
+            return template.format(peer=peer, sni=sni or "(no SNI)", issuer=issuer)
     return f"{side} {peer}: TLS handshake failed: {detail}"
