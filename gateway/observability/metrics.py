@@ -56,6 +56,9 @@ def stats_view(counters: Mapping[str, int]) -> dict[str, Any]:
         },
         "by_reason": by_outcome,
         "handshake_failures": failures,
+        # The product's npSslInspProtocolStats: clientCipherOther,
+        # serverHandshakeFailure.<reason>, refused.<reason> (gateway/tls/protocol_stats.py).
+        "protocol": _by_prefix(counters, "protocol."),
         "bytes": {
             "client_to_server": counters.get("bytes_up", 0),
             "server_to_client": counters.get("bytes_down", 0),

@@ -24,6 +24,8 @@ _LABELS: tuple[tuple[str, str], ...] = (
     ("no policy matches", "no_policy"),
     ("no segment named", "no_segment"),
     ("requires a client certificate", "client_certificate_requested"),
+    ("client certificate requested", "client_certificate_requested"),
+    ("pinned", "pinned"),
     ("protocol version", "protocol_version"),
     ("cipher", "cipher"),
     ("does not trust the signing ca", "untrusted_ca"),
