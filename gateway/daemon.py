@@ -21,6 +21,13 @@ switched; then the rules are replaced in one nft transaction and the Runtime swa
 Flows in flight keep the Runtime they started with, and their listener: a listener
 whose segment is gone stops getting new flows and is closed when its last one ends.
 
+With `gateway.workers` above one (issue 8, `gateway/workers/pool.py`) this process opens
+no listener: worker processes serve the same ports with SO_REUSEPORT, and this process
+keeps everything that exists once (rules, fallback, control socket, metrics, tunnels)
+and sums the workers' counts. A reload is validated here first; then every worker
+prepares it (bad for one: aborted in all, nothing changed), the rules switch, and every
+worker commits.
+
 On stop (SIGTERM, SIGINT), with `fail_mode: open` the rules go first, then the sessions:
 new flows cross the bridge untouched while in-flight ones are cancelled. With `fail_mode:
 closed` the rules stay; renewals stop and the dead-man switch turns them into drops.
@@ -40,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__
-from gateway.config.load import load_config
+from gateway.config.load import load_config, parse_config, read_config_text
 from gateway.config.model import FailMode, GatewayConfig, Segment
 from gateway.control.permissions import Peer, Role, locked_policy_changes
 from gateway.control.protocol import Command, ControlFailure, ErrorCode, Request
@@ -61,6 +68,8 @@ from gateway.proxy.sockets import transparent_listener
 from gateway.runtime import ProcessMaterial, Runtime, build_runtime
 from gateway.tls.ciphers import weakenings as tls_weakenings
 from gateway.tunnel.tun import TunnelService
+from gateway.workers.pool import WorkerError, WorkerPool, ensure_ports_free, usable_cpus
+from gateway.workers.sizing import resolve_workers, uses_worker_processes
 from netfilter.connections import own_flow_tuples
 from netfilter.errors import NetfilterError
 from netfilter.fallback import ALIVE_REFRESH_INTERVAL, ALIVE_TIMEOUT, FlowTuple, SteeringState
@@ -143,6 +152,11 @@ class Daemon:
     keeper: AliveKeeper | None = None
     tunnels: TunnelService | None = None
     log: InspectionLog | None = None
+    pool: WorkerPool | None = None
+    """Issue 8: the worker processes that serve when `gateway.workers` is above one (this
+    process then opens no listener); None when this process serves."""
+    config_text: str = ""
+    """The text of the configuration in service: what a worker (re)started gets."""
     started: float = field(default_factory=time.time)
     last_reload: ReloadRecord | None = None
     _kept: set[FlowTuple] = field(default_factory=set)
@@ -154,8 +168,10 @@ class Daemon:
         assert self.runtime is not None
         return self.runtime
 
-    def load(self) -> Runtime:
-        config = load_config(self.config_path)
+    def load(self, text: str | None = None) -> Runtime:
+        """`text`: the file's content, read by the caller (so that workers get the very
+        text validated here); None reads the file."""
+        config = load_config(self.config_path) if text is None else parse_config(text, source=self.config_path)
         warn_weakenings(config)
         return build_runtime(config, self.process)
 
@@ -165,8 +181,15 @@ class Daemon:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self.runtime = self.load()
+        self.config_text = read_config_text(self.config_path)
+        self.runtime = self.load(self.config_text)
         config = self.runtime.config
+        workers = resolve_workers(config.gateway.workers, usable_cpus())
+        if uses_worker_processes(workers):
+            self.pool = WorkerPool(workers, verbose=logger.isEnabledFor(logging.DEBUG))
+            if config.gateway.tunnels.enabled:
+                logger.warning("gateway.workers %d with tunnels: flows served by worker processes are logged "
+                               "without their tunnel details (the tunnel table lives in the main process)", workers)
         self.log = InspectionLog(config.gateway.inspection_log)
         if self.apply_rules and config.gateway.tunnels.enabled:  # issue 7
             self.tunnels = TunnelService(config, self.counters)
@@ -174,9 +197,15 @@ class Daemon:
         metrics = None
         loop = asyncio.get_running_loop()
         try:
-            for index, segment in enumerate(config.gateway.segments):
-                self._open_listener(config.gateway.listen_port + index, segment)
+            if self.pool is None:
+                for index, segment in enumerate(config.gateway.segments):
+                    self._open_listener(config.gateway.listen_port + index, segment)
             await control.start()
+            if self.pool is not None:
+                # After the control socket, which refuses a second tlsgw: SO_REUSEPORT
+                # would let its workers join our ports. They bind before any rule steers.
+                ensure_ports_free(config.gateway.listen_port + i for i in range(len(config.gateway.segments)))
+                await self.pool.start(self.config_text, self.config_path)
             if config.gateway.metrics is not None:
                 from gateway.control.metrics_http import MetricsServer
 
@@ -204,9 +233,12 @@ class Daemon:
                     self.tunnels.start()
                     housekeeping.append(group.create_task(self.tunnels.serve()))
                 try:
-                    status = f"serving {len(self.listeners)} segment(s)" + (
+                    segments = len(config.gateway.segments)
+                    status = f"serving {segments} segment(s)" + (
+                        f" with {self.pool.count} worker processes" if self.pool is not None else "") + (
                         "; fallback engaged" if self.fallback.engaged else "")
-                    logger.info("tlsgw serving %d segment(s); inspection log %s", len(self.listeners),
+                    logger.info("tlsgw serving %d segment(s)%s; inspection log %s", segments,
+                                f" with {self.pool.count} worker processes" if self.pool is not None else "",
                                 config.gateway.inspection_log)
                     self.notifier.ready(status)
                     await self._stop.wait()
@@ -216,6 +248,8 @@ class Daemon:
                     self._leave_rules()
                     if self.tunnels is not None:  # tunnels fail open: the bridge carries them untouched
                         self.tunnels.stop()
+                    if self.pool is not None:  # after the rules, as the sessions of this process
+                        await self.pool.stop()
                     for task in housekeeping:
                         task.cancel()
                     for slot in self.listeners.values():
@@ -229,6 +263,9 @@ class Daemon:
                 self.tunnels.stop()
             if self.steering is not None:
                 self.steering.shell.close()
+            if self.pool is not None:  # no-op after a normal stop; a failed start-up stops them here
+                await self.pool.stop()
+                self.pool.close()
             await control.close()
             if metrics is not None:
                 await metrics.close()
@@ -298,8 +335,9 @@ class Daemon:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
             try:
                 now = time.time()
-                self.history.sample(dt.datetime.now(dt.timezone.utc), self.counters.snapshot())
-                change = self.overload.observe(self.counters.get("refused.capacity"), time.monotonic())
+                counters = self.total_counters()
+                self.history.sample(dt.datetime.now(dt.timezone.utc), counters)
+                change = self.overload.observe(counters.get("refused.capacity", 0), time.monotonic())
                 if change is not None:
                     if change:
                         logger.warning("overload: accept() is failing for lack of resources; engaging fallback")
@@ -319,12 +357,28 @@ class Daemon:
         async with self._kernel_lock:
             if self.steering is None:
                 return
-            now = set(await asyncio.to_thread(own_flow_tuples))
+            now = set(await asyncio.to_thread(own_flow_tuples, self._worker_pids()))
             wanted = now if self.fallback.engaged else now & self._kept
             add, remove = wanted - self._kept, self._kept - wanted
             if add or remove:
                 self.steering.change_proxied(add, remove)
                 self._kept = wanted
+
+    def _worker_pids(self) -> list[int]:
+        """Whose sockets a fallback keeps diverted besides this process's (issue 8)."""
+        return self.pool.pids() if self.pool is not None else []
+
+    def total_counters(self) -> dict[str, int]:
+        """This process's counters plus every worker's (issue 8)."""
+        if self.pool is None:
+            return self.counters.snapshot()
+        return self.pool.totals.counters(self.counters.snapshot())
+
+    def _live_sessions(self) -> int:
+        return len(self.sessions) + (self.pool.totals.active if self.pool is not None else 0)
+
+    def _accepted_total(self) -> int:
+        return self.sessions.opened + (self.pool.totals.opened if self.pool is not None else 0)
 
     def _retire_listeners(self) -> None:
         for port, slot in list(self.listeners.items()):
@@ -361,7 +415,7 @@ class Daemon:
                 return
             try:
                 if self.fallback.engaged:
-                    kept = await asyncio.to_thread(own_flow_tuples)
+                    kept = await asyncio.to_thread(own_flow_tuples, self._worker_pids())
                     await asyncio.to_thread(self.steering.engage, kept)
                     self._kept = set(kept)
                     logger.warning("fallback engaged (%s): new flows bypass inspection; %d live session "
@@ -398,13 +452,14 @@ class Daemon:
                 self.last_reload = ReloadRecord(_iso(time.time()), False, exc.message)
                 raise
             finally:
-                self.notifier.reloaded(f"serving {len(self.listeners)} segment(s)")
+                self.notifier.reloaded(f"serving {len(self.current().config.gateway.segments)} segment(s)")
             self.last_reload = ReloadRecord(_iso(time.time()), True, result["message"])
             return result
 
     async def _reload(self, role: Role) -> dict[str, Any]:
         try:
-            new = await asyncio.to_thread(self.load)
+            text = await asyncio.to_thread(read_config_text, self.config_path)
+            new = await asyncio.to_thread(self.load, text)
         except TlsgwError as exc:  # ConfigError, or a certificate the file names (PkiError)
             raise ControlFailure(ErrorCode.CONFIG, str(exc)) from exc
         old = self.current().config
@@ -417,17 +472,33 @@ class Daemon:
                                      new.config.gateway.inspection_log),
                                     ("gateway.control", old.gateway.control, new.config.gateway.control),
                                     ("gateway.metrics", old.gateway.metrics, new.config.gateway.metrics),
-                                    ("gateway.tunnels", old.gateway.tunnels, new.config.gateway.tunnels)):
+                                    ("gateway.tunnels", old.gateway.tunnels, new.config.gateway.tunnels),
+                                    ("gateway.workers", old.gateway.workers, new.config.gateway.workers)):
             if before != after:
                 logger.warning("reload: %s changed; that takes effect at the next restart", name)
+        if self.pool is not None:  # issue 8: every worker builds it and binds new ports, or none does
+            try:
+                await self.pool.prepare(text, self.config_path)
+            except WorkerError as exc:
+                raise ControlFailure(ErrorCode.FAILED, f"a worker process refused the configuration: {exc}") from exc
         rules_changed = steering_inputs(old) != steering_inputs(new.config)
-        if rules_changed:
-            await self._switch_steering(new.config)
+        try:
+            if rules_changed:
+                await self._switch_steering(new.config)
+        except BaseException:
+            if self.pool is not None:
+                await self.pool.abort()
+            raise
         if self.tunnels is not None:  # issue 7: new policies select new tunneled flows
             self.tunnels.reconfigure(new.config)
         self.runtime = new
+        self.config_text = text
+        problems = await self.pool.commit() if self.pool is not None else []
+        for problem in problems:
+            logger.error("reload: %s; it is restarted with the new configuration", problem)
         message = (f"configuration reloaded from {self.config_path}"
-                   + ("; steering rules and listeners switched" if rules_changed else ""))
+                   + ("; steering rules and listeners switched" if rules_changed else "")
+                   + (f"; {len(problems)} worker process(es) failed to switch and are restarted" if problems else ""))
         logger.info("%s", message)
         return {"message": message, "rules_changed": rules_changed}
 
@@ -443,12 +514,12 @@ class Daemon:
         kept_before = set(self._kept)
         try:
             for port, segment in wanted.items():
-                if port not in self.listeners:
+                if self.pool is None and port not in self.listeners:  # workers opened theirs in prepare
                     opened.append(self._open_listener(port, segment))
             if self.steering is not None:
                 # Sessions in flight keep their divert whatever the new rules steer: a
                 # disabled policy or a port no longer inspected does not cut them.
-                self._kept |= set(await asyncio.to_thread(own_flow_tuples))
+                self._kept |= set(await asyncio.to_thread(own_flow_tuples, self._worker_pids()))
                 await asyncio.to_thread(self.steering.switch, config)
         except (OSError, TlsgwError) as exc:
             self._kept = kept_before
@@ -458,7 +529,7 @@ class Daemon:
             raise ControlFailure(ErrorCode.FAILED, f"switching the steering rules failed: {exc}") from exc
         if self.steering is not None:
             # Sockets that appeared between the scan and the switch (a few milliseconds).
-            late = set(await asyncio.to_thread(own_flow_tuples)) - self._kept
+            late = set(await asyncio.to_thread(own_flow_tuples, self._worker_pids())) - self._kept
             if late:
                 self.steering.change_proxied(late, ())
                 self._kept |= late
@@ -475,6 +546,8 @@ class Daemon:
 
     async def control(self, request: Request, peer: Peer, role: Role) -> Any:
         command = request.command
+        if self.pool is not None and command in (Command.STATUS, Command.STATS):
+            await self.pool.refresh()  # the workers' counts as of now, not of their last report
         if command is Command.STATUS:
             return self.status()
         if command is Command.STATS:
@@ -483,6 +556,8 @@ class Daemon:
             limit = request.params.get("limit", SESSIONS_LIMIT)
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
                 raise ControlFailure(ErrorCode.INVALID, "limit: expected a positive integer")
+            if self.pool is not None:
+                return await self.pool.sessions(min(limit, SESSIONS_LIMIT))
             return {"active": len(self.sessions), "sessions": self.sessions.listing(min(limit, SESSIONS_LIMIT))}
         if command is Command.LOG:
             return await self.query_log(request.params)
@@ -520,8 +595,9 @@ class Daemon:
                          for p in config.profiles
                          for kind, policies in (("server", p.server_policies), ("client", p.client_policies))
                          for pol in policies],
-            "sessions": {"active": len(self.sessions), "decrypting": self._decrypting(),
-                         "accepted_total": self.sessions.opened},
+            "sessions": {"active": self._live_sessions(), "decrypting": self._decrypting(),
+                         "accepted_total": self._accepted_total()},
+            "workers": self.pool.view() if self.pool is not None else [],
             "last_reload": None if self.last_reload is None else {
                 "at": self.last_reload.at, "ok": self.last_reload.ok, "message": self.last_reload.message},
             "health": {
@@ -534,9 +610,12 @@ class Daemon:
         }
 
     def stats(self, params: dict[str, Any]) -> dict[str, Any]:
-        counters = self.counters.snapshot()
+        counters = self.total_counters()
         self.history.sample(dt.datetime.now(dt.timezone.utc), counters)  # up to this moment
         answer: dict[str, Any] = {"counters": counters, "view": stats_view(counters)}
+        if self.pool is not None:  # issue 8: each worker's share (live workers, since their start)
+            answer["workers"] = [{"index": w["index"], "pid": w["pid"], "counters": w["counters"]}
+                                 for w in self.pool.view()]
         minutes = params.get("history")
         if minutes is not None:
             if isinstance(minutes, bool) or not isinstance(minutes, int) or minutes < 0:
@@ -594,20 +673,23 @@ class Daemon:
         return {"fallback": self.fallback.view(), "kept_tuples": len(self._kept)}
 
     def _decrypting(self) -> int:
+        if self.pool is not None:
+            return self.pool.decrypting()
         return self.concurrency.active  # shared by every segment's handler
 
     def render_metrics(self) -> str:
-        self.history.sample(dt.datetime.now(dt.timezone.utc), self.counters.snapshot())
+        counters = self.total_counters()
+        self.history.sample(dt.datetime.now(dt.timezone.utc), counters)
         current = self.history.current()
         gauges = {
             "uptime_seconds": time.time() - self.started,
-            "sessions_active": len(self.sessions),
+            "sessions_active": self._live_sessions(),
             "sessions_decrypting": self._decrypting(),
             "fallback_manual": 1 if self.fallback.holds(Cause.MANUAL) else 0,
             "fallback_overload": 1 if self.fallback.holds(Cause.OVERLOAD) else 0,
         }
         last = None if current is None else {"seen": current.seen, "decrypted": current.decrypted}
-        return render_prometheus(self.counters.snapshot(), gauges, last)
+        return render_prometheus(counters, gauges, last)
 
 
 def steering_inputs(config: GatewayConfig) -> tuple[object, ...]:

@@ -86,8 +86,14 @@ def own_socket_inodes(fd_dir: str = "/proc/self/fd") -> frozenset[int]:
     return frozenset(found)
 
 
-def own_flow_tuples() -> list[FlowTuple]:
-    """The inbound tuples of every connected TCP socket of this process."""
+def own_flow_tuples(worker_pids: Iterable[int] = ()) -> list[FlowTuple]:
+    """The inbound tuples of every connected TCP socket of this process and of its worker
+    processes (issue 8: with `gateway.workers` above one, the sessions live there)."""
     inodes = own_socket_inodes()
+    for pid in worker_pids:
+        try:
+            inodes |= own_socket_inodes(f"/proc/{pid}/fd")
+        except OSError:  # exited meanwhile: its sockets are gone with it
+            continue
     with open("/proc/self/net/tcp", encoding="ascii") as table:
         return flow_tuples(parse_proc_net_tcp(table.read()), inodes)

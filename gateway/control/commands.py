@@ -176,6 +176,10 @@ def format_status(status: Mapping[str, Any]) -> str:
         f"sessions:   {status['sessions']['active']} live, {status['sessions']['decrypting']} decrypting, "
         f"{status['sessions']['accepted_total']} accepted since start",
     ]
+    for worker in status.get("workers") or ():  # issue 8: one line per worker process
+        restarts = f", restarted {worker['restarts']}x (last: {worker['last_exit']})" if worker["restarts"] else ""
+        lines.append(f"worker {worker['index']}:   pid {worker['pid'] or '-'} {worker['state']}, "
+                     f"{worker['sessions_active']} live, {worker['decrypting']} decrypting{restarts}")
     for segment in status["segments"]:
         lines.append(f"segment:    {segment['name']} ({segment['client_port']} -> {segment['server_port']}), "
                      f"profile {segment['profile']}, port {segment['listen_port']}")
@@ -207,6 +211,10 @@ def format_stats(stats: Mapping[str, Any]) -> str:
     b = view["bytes"]
     lines.append(f"bytes\n  client->server {b['client_to_server']}  server->client {b['server_to_client']}  "
                  f"decrypted {b['decrypted']}")
+    if stats.get("workers"):  # issue 8: each worker process's share since it started
+        lines.append("connections per worker process")
+        lines += [f"  worker {w['index']} (pid {w['pid'] or '-'})  {w['counters'].get('connections', 0)}"
+                  for w in stats["workers"]]
     if "history" in stats:
         lines.append("SSL traffic per minute (UTC)        seen  decrypted  ratio")
         rows = list(stats["history"]) + ([stats["current_minute"]] if stats.get("current_minute") else [])

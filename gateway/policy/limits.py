@@ -40,9 +40,14 @@ class ConcurrencyLimit:
         self.in_episode = False
         self.episodes = 0
 
+    def total(self) -> int:
+        """The sessions the limit counts. Here this process's own; worker processes count
+        those of every worker together (`gateway.workers.shared.SharedConcurrency`)."""
+        return self.active
+
     def check(self, max_concurrent: int, on_exceed: OnExceed) -> LimitCheck:
         """For a flow about to be decrypted."""
-        active = self.active
+        active = self.total()
         if self.in_episode and active < max_concurrent * RESUME_RATIO:
             self.in_episode = False
         if active < max_concurrent:
