@@ -11,7 +11,8 @@ cd "$(dirname "$0")"
 #   nftables, iproute2      steering rules, namespaces, bridge, policy routing
 #   iptables                legacy-iptables backend (python-iptables needs libxtables)
 #   nginx-light             the lab's HTTPS origin servers
-#   curl, openssl           the lab's TLS clients (and the tests' peers)
+#   curl, openssl           the lab's TLS clients (and the tests' peers); `openssl s_time`
+#                           is the handshake load of tests/bench/bench_gateway.py
 #   wrk                     keep-alive HTTPS load generator of tests/bench/bench_gateway.py
 #   python3-venv            the virtualenv; ca-certificates: Mozilla's bundle (default CA package)
 #   vagrant, shellcheck     `vagrant validate` of vagrant/Vagrantfile and shellcheck of the

@@ -10,7 +10,9 @@ between installations or kept after the demo.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,10 +50,12 @@ class DemoPki:
     """Kept in memory only, so tests can issue more (e.g. expired) server certificates."""
 
     def issue_server(self, host: str, now: dt.datetime | None = None, days: int = 90,
-                     file_stem: str | None = None) -> ServerCert:
+                     file_stem: str | None = None,
+                     ip_addresses: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address] = ()) -> ServerCert:
         """A server certificate for `host` from the stand-in public root, written as PEM files."""
         now = now or dt.datetime.now(dt.timezone.utc)
-        cert, key = issue_server_certificate(host, self.public_root_cert, self.public_root_key, now, days)
+        cert, key = issue_server_certificate(host, self.public_root_cert, self.public_root_key, now, days,
+                                             ip_addresses=ip_addresses)
         stem = file_stem or host
         cert_file, key_file = self.workdir / f"{stem}.crt", self.workdir / f"{stem}.key"
         pem = serialization.Encoding.PEM
@@ -66,9 +70,16 @@ def _write(path: Path, data: bytes, mode: int) -> None:
         handle.write(data)
 
 
-def issue_server_certificate(host: str, ca_cert: x509.Certificate, ca_key: PrivateKey,
-                             now: dt.datetime, days: int = 90) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def issue_server_certificate(
+    host: str, ca_cert: x509.Certificate, ca_key: PrivateKey, now: dt.datetime, days: int = 90,
+    ip_addresses: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address] = (),
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A leaf for `host`. `ip_addresses` are added to the subjectAltName so that clients
+    that send no SNI (`openssl s_time`), and tlsgw checking such a flow's upstream against
+    the destination address, find the server's address among its names."""
     key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = [x509.DNSName(host)]
+    names += [x509.IPAddress(address) for address in ip_addresses]
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
@@ -77,7 +88,7 @@ def issue_server_certificate(host: str, ca_cert: x509.Certificate, ca_key: Priva
         .serial_number(new_serial_number())
         .not_valid_before(now - dt.timedelta(hours=1))
         .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
                                      data_encipherment=False, key_agreement=False, key_cert_sign=False,
