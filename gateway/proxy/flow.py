@@ -44,7 +44,7 @@ from gateway.observability.counters import Counters
 from gateway.observability.flowlog import FlowRecord, InspectionLog
 from gateway.observability.reasons import flow_counts
 from gateway.observability.sessions import SessionTable
-from gateway.pki.verify import verify_upstream
+from gateway.pki.verify import VerifyResult, verify_upstream
 from gateway.policy.decision import Action, Decision, Outcome, PolicyKind
 from gateway.policy.engine import decide, exempt_by_certificate
 from gateway.policy.facts import FlowFacts
@@ -139,6 +139,18 @@ def certificate_names(cert: x509.Certificate) -> tuple[str, ...]:
         return tuple(san.get_values_for_type(x509.DNSName))
     except x509.ExtensionNotFound:
         return tuple(str(a.value) for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME))
+
+
+def _note_upstream_certificate(record: FlowRecord, chain: list[x509.Certificate], result: VerifyResult) -> None:
+    """The upstream certificate in the flow record: by subject, issuer and fingerprint."""
+    info = record.upstream_certificate
+    if chain:
+        leaf = chain[0]
+        info.subject, info.issuer = _name_of(leaf.subject), _name_of(leaf.issuer)
+        info.sha256 = leaf.fingerprint(hashes.SHA256()).hex()
+        info.not_after = leaf.not_valid_after_utc.isoformat()
+    info.verification = "ok" if result.ok else (
+        f"{result.reason.value if result.reason else 'invalid'}: {result.detail}")
 
 
 class FlowHandler:
@@ -479,14 +491,7 @@ class FlowHandler:
         host = hello.sni or record.server
         anchors = runtime.trust_anchors[decision.trust_store or ""]
         result = verify_upstream(chain, host, anchors, now=now, min_key_length=proxy.min_key_length)
-        if chain:
-            leaf = chain[0]
-            info = record.upstream_certificate
-            info.subject, info.issuer = _name_of(leaf.subject), _name_of(leaf.issuer)
-            info.sha256 = leaf.fingerprint(hashes.SHA256()).hex()
-            info.not_after = leaf.not_valid_after_utc.isoformat()
-        record.upstream_certificate.verification = "ok" if result.ok else (
-            f"{result.reason.value if result.reason else 'invalid'}: {result.detail}")
+        _note_upstream_certificate(record, chain, result)
 
         if chain and hello.sni is None:
             exemption = exempt_by_certificate(runtime.config, decision, certificate_names(chain[0]))
@@ -528,6 +533,9 @@ class FlowHandler:
             upstream, up_tls, record, note="" if trusted else verdict.reason, on_failure=pinning_symptom,
             issuer="the signing CA" if trusted else "the untrusted CA")
         self._end(record, Outcome.DECRYPTED, decision.reason if trusted else verdict.reason)
+        # The relay may last hours: do not keep the parsed upstream chain and its verdict
+        # alive in this frame meanwhile (memory per idle connection, issue 8).
+        del chain, result
         await self._relay_decrypted(runtime, proxy.decrypted_service, client, client_tls, upstream, up_tls, record)
         material.upstream_contexts.remember_session(offer, site, up_tls.connection, time.monotonic())
         pinning_symptom(None)

@@ -134,6 +134,7 @@ class Relay:
             reader._buffer.clear()  # noqa: SLF001
             pending.append((index, buffered, reader.at_eof() or reader._eof))  # noqa: SLF001
             transport.set_protocol(_End(self, index))
+            reader._buffer = bytearray()  # noqa: SLF001 - release what the handshake grew
             if not transport.is_reading():
                 transport.resume_reading()
         # TLS may hold records that arrived with the handshake's last flight: process
