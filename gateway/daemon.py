@@ -28,6 +28,13 @@ and sums the workers' counts. A reload is validated here first; then every worke
 prepares it (bad for one: aborted in all, nothing changed), the rules switch, and every
 worker commits.
 
+Keys kept only in memory (issue 4, `pki.persist_keys: false`): `tlsgw cert import` hands
+them over the control socket (`import-keys`, admin only), this process keeps them in
+`ProcessMaterial.memory_keys` and sends them to every worker with each configuration; the
+CLI then asks for a reload, so the certificate comes into service all-or-nothing. They
+are never written or logged. A certificate marked so whose key this process lacks (after
+a restart) takes its proxy out of service (see `gateway.runtime`); every load says so.
+
 On stop (SIGTERM, SIGINT), with `fail_mode: open` the rules go first, then the sessions:
 new flows cross the bridge untouched while in-flight ones are cancelled. With `fail_mode:
 closed` the rules stay; renewals stop and the dead-man switch turns them into drops.
@@ -52,7 +59,7 @@ from gateway.config.model import FailMode, GatewayConfig, Segment
 from gateway.control.permissions import Peer, Role, locked_policy_changes
 from gateway.control.protocol import Command, ControlFailure, ErrorCode, Request
 from gateway.control.server import ControlServer
-from gateway.errors import TlsgwError
+from gateway.errors import PkiError, TlsgwError
 from gateway.notify import Notifier, watchdog_interval
 from gateway.observability.counters import Counters
 from gateway.observability.flowlog import InspectionLog
@@ -60,6 +67,7 @@ from gateway.observability.history import TrafficHistory
 from gateway.observability.logquery import LogQuery, QueryError
 from gateway.observability.metrics import render_prometheus, stats_view
 from gateway.observability.sessions import SessionTable
+from gateway.pki.memory_keys import keys_from_wire
 from gateway.policy.fallback import Cause, FallbackState, OverloadDetector
 from gateway.policy.limits import ConcurrencyLimit
 from gateway.proxy.flow import FlowHandler
@@ -173,7 +181,10 @@ class Daemon:
         text validated here); None reads the file."""
         config = load_config(self.config_path) if text is None else parse_config(text, source=self.config_path)
         warn_weakenings(config)
-        return build_runtime(config, self.process)
+        runtime = build_runtime(config, self.process)
+        for issue in runtime.missing_keys:  # issue 4: on every load, as the weakenings
+            logger.warning("%s", issue)
+        return runtime
 
     def steering_state(self) -> SteeringState:
         return SteeringState(alive_timeout=ALIVE_TIMEOUT, fallback=self.fallback.engaged, proxied=tuple(self._kept))
@@ -205,7 +216,7 @@ class Daemon:
                 # After the control socket, which refuses a second tlsgw: SO_REUSEPORT
                 # would let its workers join our ports. They bind before any rule steers.
                 ensure_ports_free(config.gateway.listen_port + i for i in range(len(config.gateway.segments)))
-                await self.pool.start(self.config_text, self.config_path)
+                await self.pool.start(self.config_text, self.config_path, self.process.memory_keys.to_wire())
             if config.gateway.metrics is not None:
                 from gateway.control.metrics_http import MetricsServer
 
@@ -478,7 +489,7 @@ class Daemon:
                 logger.warning("reload: %s changed; that takes effect at the next restart", name)
         if self.pool is not None:  # issue 8: every worker builds it and binds new ports, or none does
             try:
-                await self.pool.prepare(text, self.config_path)
+                await self.pool.prepare(text, self.config_path, self.process.memory_keys.to_wire())
             except WorkerError as exc:
                 raise ControlFailure(ErrorCode.FAILED, f"a worker process refused the configuration: {exc}") from exc
         rules_changed = steering_inputs(old) != steering_inputs(new.config)
@@ -498,9 +509,12 @@ class Daemon:
             logger.error("reload: %s; it is restarted with the new configuration", problem)
         message = (f"configuration reloaded from {self.config_path}"
                    + ("; steering rules and listeners switched" if rules_changed else "")
-                   + (f"; {len(problems)} worker process(es) failed to switch and are restarted" if problems else ""))
+                   + (f"; {len(problems)} worker process(es) failed to switch and are restarted" if problems else "")
+                   + (f"; {len(new.missing_keys)} certificate reference(s) lack a key kept only in memory, their "
+                      "policies are out of service (tlsgw status)" if new.missing_keys else ""))
         logger.info("%s", message)
-        return {"message": message, "rules_changed": rules_changed}
+        return {"message": message, "rules_changed": rules_changed,
+                "missing_keys": [str(issue) for issue in new.missing_keys]}
 
     async def _switch_steering(self, config: GatewayConfig) -> None:
         """New listeners first, then the rules in one transaction; undone if either fails."""
@@ -566,7 +580,33 @@ class Daemon:
             return await self.reload(role)
         if command is Command.BYPASS:
             return await self.bypass(request.params, peer)
+        if command is Command.IMPORT_KEYS:
+            return await self.import_keys(request.params, peer)
         raise ControlFailure(ErrorCode.UNKNOWN, f"no handler for {command.value}")  # pragma: no cover
+
+    async def import_keys(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        """Keep private keys in memory only (issue 4). Each comes with its certificate and
+        is checked against it; they serve from the next reload on (the CLI asks for one
+        once the certificates are in the store). Never logs or echoes a key."""
+        pki = self.current().config.pki
+        pki_dir = params.get("pki_dir")
+        if pki_dir is not None and os.path.abspath(str(pki_dir)) != os.path.abspath(pki.dir):
+            raise ControlFailure(ErrorCode.INVALID, f"this gateway's certificate store is {pki.dir} (pki.dir), "
+                                                    f"not {pki_dir}: use the same configuration as the gateway")
+        try:
+            keys = keys_from_wire(params.get("keys"), require_certificate=True)
+        except PkiError as exc:
+            raise ControlFailure(ErrorCode.INVALID, str(exc)) from exc
+        if not keys:
+            raise ControlFailure(ErrorCode.INVALID, "keys: no key given")
+        async with self._kernel_lock:  # not while a reload reads the keys
+            self.process.memory_keys = self.process.memory_keys.with_keys(keys)
+        names = [name for name, _ in keys]
+        logger.info("private key(s) of certificate(s) %s received from uid %d (pid %d); kept in memory only "
+                    "(pki.persist_keys is %s)", ", ".join(map(repr, names)), peer.uid, peer.pid,
+                    "true" if pki.persist_keys else "false")
+        return {"names": names, "held": len(self.process.memory_keys),
+                "message": f"the gateway (pid {os.getpid()}) keeps {len(names)} private key(s) in memory only"}
 
     def status(self) -> dict[str, Any]:
         config = self.current().config
@@ -591,6 +631,7 @@ class Daemon:
                          for i, s in enumerate(gw.segments)],
             "policies": [{"profile": p.name, "kind": kind, "name": pol.name, "enabled": pol.enabled,
                           "locked": pol.locked,
+                          "out_of_service": (p.name, kind, pol.name) in self.current().out_of_service,
                           "proxy": pol.server_proxy if kind == "server" else pol.client_proxy}  # type: ignore[union-attr]
                          for p in config.profiles
                          for kind, policies in (("server", p.server_policies), ("client", p.client_policies))
@@ -598,6 +639,13 @@ class Daemon:
             "sessions": {"active": self._live_sessions(), "decrypting": self._decrypting(),
                          "accepted_total": self._accepted_total()},
             "workers": self.pool.view() if self.pool is not None else [],
+            "keys": {  # issue 4: keys kept only in memory; never the keys themselves
+                "persist": config.pki.persist_keys,
+                "in_memory": self.process.memory_keys.held(),
+                "missing": [{"path": i.path, "message": i.message} for i in self.current().missing_keys],
+                "out_of_service": [{"profile": p, "kind": k, "name": n}
+                                   for p, k, n in sorted(self.current().out_of_service)],
+            },
             "last_reload": None if self.last_reload is None else {
                 "at": self.last_reload.at, "ok": self.last_reload.ok, "message": self.last_reload.message},
             "health": {

@@ -8,13 +8,22 @@ changes; a reload builds a new Runtime and swaps the reference, while sessions i
 keep the one they started with. The forge cache and the forged-leaf key live longer than
 one snapshot (they belong to the process), so a reload does not cost every site a new
 signature.
+
+Keys kept only in memory (`pki.persist_keys: false`, `gateway.pki.memory_keys`) belong to
+the process too. A certificate marked so whose key this process was not given (after a
+restart, until it is imported again) is no configuration error - the key can only be
+given to a running gateway - but its proxy is out of service: every policy that uses the
+proxy is taken as disabled in `Runtime.config` (so the kernel stops steering its flows,
+which are then handled as with the policy disabled: by a client policy of the same port,
+or untouched), and `Runtime.missing_keys` says which certificate, by config path, and
+how to repair it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
@@ -25,6 +34,7 @@ from gateway.pki.ca import ensure_untrusted_ca, is_ca
 from gateway.pki.cache import ForgeCache
 from gateway.pki.expiry import expiry_warnings
 from gateway.pki.forge import LeafKeys
+from gateway.pki.memory_keys import MemoryKeys, reimport_hint
 from gateway.pki.server_certs import ServerCertificates
 from gateway.pki.store import CertStore, StoredCert, open_store
 from gateway.pki.trust import TrustAnchors, load_trust_anchors
@@ -91,6 +101,9 @@ class ProcessMaterial:
     leaf_keys: LeafKeys = field(default_factory=LeafKeys)
     site_bypass: SiteBypassCache = field(default_factory=SiteBypassCache)
     """Sites that asked for a client certificate or pin theirs (issue 5)."""
+    memory_keys: MemoryKeys = field(default_factory=MemoryKeys)
+    """Private keys this process was handed and keeps in memory only (issue 4,
+    `pki.persist_keys: false`); gone when the process ends."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +116,12 @@ class Runtime:
     trust_anchors: dict[str, TrustAnchors]
     process: ProcessMaterial
     server_proxies: dict[str, ServerProxyMaterial] = field(default_factory=dict)
+    missing_keys: tuple[ConfigIssue, ...] = ()
+    """Certificates whose key lives only in the gateway's memory and that this process was
+    not given, by config path, with the repair; their proxies are out of service."""
+    out_of_service: frozenset[tuple[str, str, str]] = frozenset()
+    """(profile, "server" or "client", policy) enabled in the file but taken as disabled in
+    `config` because its proxy lacks such a key."""
 
     def expiry_warnings(self, now: dt.datetime) -> list[str]:
         """Certificates of this snapshot that expire within 30 days or have (see gateway.pki.expiry)."""
@@ -129,12 +148,20 @@ class _References:
     """Server proxy name -> its certificates with keys, in configuration order; only for
     proxies whose every certificate loaded."""
     issues: list[ConfigIssue]
+    missing_keys: list[tuple[str, str, str, str]]
+    """(config path, certificate, "server" or "client", proxy) for each reference to a
+    certificate whose key lives only in memory and that the store's overlay lacks."""
+
+
+def _lacks_memory_key(cert: StoredCert) -> bool:
+    return cert.key is None and cert.info.memory_key
 
 
 def _load_server_certificate(store: CertStore, name: str) -> StoredCert:
-    """Raises PkiError naming the certificate: missing, unreadable, key missing or not its own."""
+    """Raises PkiError naming the certificate: missing, unreadable, key missing or not its own.
+    A key that lives only in memory and is not there is not raised (see `_lacks_memory_key`)."""
     cert = store.load(name, with_key=True)
-    if cert.key is None:
+    if cert.key is None and not cert.info.memory_key:
         raise PkiError(f"certificate {name!r} has no private key in the PKI store "
                        f"({store.key_path(name)} does not exist); a server proxy needs the key "
                        "of each of its certificates")
@@ -150,6 +177,7 @@ def _load_references(config: GatewayConfig, store: CertStore) -> _References:
         except PkiError as exc:
             issues.append(ConfigIssue(f"trust_stores[{i}]", str(exc)))
 
+    missing_keys: list[tuple[str, str, str, str]] = []
     signing: dict[str, StoredCert] = {}
     for i, proxy in enumerate(config.client_proxies):
         path = f"client_proxies[{i}].signing_certificate"
@@ -160,6 +188,8 @@ def _load_references(config: GatewayConfig, store: CertStore) -> _References:
             continue
         if not is_ca(cert.certificate):
             issues.append(ConfigIssue(path, f"certificate {proxy.signing_certificate!r} is not a CA certificate"))
+        elif _lacks_memory_key(cert):
+            missing_keys.append((path, proxy.signing_certificate, "client", proxy.name))
         elif cert.key is None:
             issues.append(ConfigIssue(path, f"certificate {proxy.signing_certificate!r} has no private key"))
         else:
@@ -180,11 +210,72 @@ def _load_references(config: GatewayConfig, store: CertStore) -> _References:
             result = loaded[name]
             if isinstance(result, PkiError):
                 issues.append(ConfigIssue(f"server_proxies[{i}].certificates[{j}]", str(result)))
+            elif _lacks_memory_key(result):
+                missing_keys.append((f"server_proxies[{i}].certificates[{j}]", name, "server", server_proxy.name))
             else:
                 certs.append(result)
         if len(certs) == len(server_proxy.certificates):
             server_certificates[server_proxy.name] = tuple(certs)
-    return _References(trust_anchors, signing, server_certificates, issues)
+    return _References(trust_anchors, signing, server_certificates, issues, missing_keys)
+
+
+def _policies_using(config: GatewayConfig, kind: str, proxy: str) -> list[tuple[str, str, str]]:
+    """The enabled policies (profile, kind, name) that use proxy `proxy` of `kind`."""
+    found = []
+    for profile in config.profiles:
+        if kind == "server":
+            found += [(profile.name, kind, p.name) for p in profile.server_policies
+                      if p.enabled and p.server_proxy == proxy]
+        else:
+            found += [(profile.name, kind, p.name) for p in profile.client_policies
+                      if p.enabled and p.client_proxy == proxy]
+    return found
+
+
+def missing_key_issues(config: GatewayConfig, missing: list[tuple[str, str, str, str]], *, holder: str
+                       ) -> list[ConfigIssue]:
+    """One issue per reference to a certificate whose in-memory key is missing: what it
+    takes out of service, and the repair. `holder` says who lacks the key."""
+    issues = []
+    for path, name, kind, proxy in missing:
+        policies = _policies_using(config, kind, proxy)
+        if not policies:
+            effect = f"{kind} proxy {proxy!r} cannot be used"
+        else:
+            named = ", ".join(f"{k} policy {p!r} of profile {prof!r}" for prof, k, p in policies)
+            effect = (f"{named} {'is' if len(policies) == 1 else 'are'} out of service (taken as disabled: "
+                      "tlsgw is not given the flows)")
+        issues.append(ConfigIssue(path, f"certificate {name!r} keeps its private key only in the gateway's "
+                                        f"memory (pki.persist_keys: false) and {holder}, so {effect}; "
+                                        f"{reimport_hint(name)}"))
+    return issues
+
+
+def _take_out_of_service(config: GatewayConfig, missing: list[tuple[str, str, str, str]]
+                         ) -> tuple[GatewayConfig, frozenset[tuple[str, str, str]]]:
+    """`config` with every enabled policy whose proxy lacks an in-memory key disabled."""
+    servers = {proxy for _, _, kind, proxy in missing if kind == "server"}
+    clients = {proxy for _, _, kind, proxy in missing if kind == "client"}
+    if not servers and not clients:
+        return config, frozenset()
+    disabled: set[tuple[str, str, str]] = set()
+    profiles = []
+    for profile in config.profiles:
+        server_policies = []
+        for policy in profile.server_policies:
+            if policy.enabled and policy.server_proxy in servers:
+                disabled.add((profile.name, "server", policy.name))
+                policy = replace(policy, enabled=False)
+            server_policies.append(policy)
+        client_policies = []
+        for cpolicy in profile.client_policies:
+            if cpolicy.enabled and cpolicy.client_proxy in clients:
+                disabled.add((profile.name, "client", cpolicy.name))
+                cpolicy = replace(cpolicy, enabled=False)
+            client_policies.append(cpolicy)
+        profiles.append(replace(profile, server_policies=tuple(server_policies),
+                                client_policies=tuple(client_policies)))
+    return replace(config, profiles=tuple(profiles)), frozenset(disabled)
 
 
 def _openssl_reason(exc: SSL.Error) -> str:
@@ -259,9 +350,14 @@ def _build_server_materials(config: GatewayConfig, server_certificates: dict[str
     return materials, issues
 
 
-def check_certificates(config: GatewayConfig) -> None:
+def check_certificates(config: GatewayConfig) -> list[ConfigIssue]:
     """What `tlsgw check-config` adds to the syntax check: every certificate reference
-    resolves to a usable certificate (and key). Writes nothing. Raises ConfigError."""
+    resolves to a usable certificate (and key). Writes nothing. Raises ConfigError.
+
+    Returns warnings: references to certificates whose key lives only in the running
+    gateway's memory, which this process cannot see. They are no error (systemd runs
+    check-config before every start, and such a key can only be given to a gateway that
+    runs), but a gateway starting now would lack the key."""
     references = _load_references(config, open_store(config.pki))
     tls_issues, tls_failed = _tls_issues(config, references.server_certificates, LeafKeys())
     usable = {name: certs for name, certs in references.server_certificates.items() if name not in tls_failed}
@@ -269,15 +365,20 @@ def check_certificates(config: GatewayConfig) -> None:
     issues = references.issues + tls_issues + server_issues
     if issues:
         raise ConfigError(issues, source=config.source)
+    return missing_key_issues(config, references.missing_keys,
+                              holder="a gateway starting now would not have it (a running one may)")
 
 
-def build_runtime(config: GatewayConfig, process: ProcessMaterial | None = None) -> Runtime:
+def build_runtime(config: GatewayConfig, process: ProcessMaterial | None = None,
+                  memory_keys: MemoryKeys | None = None) -> Runtime:
     """Load every certificate the configuration references. Raises ConfigError listing each
-    reference that cannot be used, by its config path."""
-    store = open_store(config.pki)
+    reference that cannot be used, by its config path.
+
+    `memory_keys`: the in-memory keys to build with (default: the process's)."""
+    process = process or ProcessMaterial()
+    store = open_store(config.pki, memory_keys=process.memory_keys if memory_keys is None else memory_keys)
     references = _load_references(config, store)
     trust_anchors, signing = references.trust_anchors, references.signing
-    process = process or ProcessMaterial()
     tls_issues, tls_failed = _tls_issues(config, references.server_certificates, process.leaf_keys)
     usable = {name: certs for name, certs in references.server_certificates.items() if name not in tls_failed}
     server_materials, server_issues = _build_server_materials(config, usable)
@@ -291,8 +392,13 @@ def build_runtime(config: GatewayConfig, process: ProcessMaterial | None = None)
     if issues:
         raise ConfigError(issues, source=config.source)
 
+    missing = missing_key_issues(config, references.missing_keys,
+                                 holder="this gateway was not given it since it started")
+    config, out_of_service = _take_out_of_service(config, references.missing_keys)
     materials: dict[str, ClientProxyMaterial] = {}
     for proxy in config.client_proxies:
+        if proxy.name not in signing:
+            continue  # out of service: its signing key lives only in memory and is missing
         ca = signing[proxy.name]
         assert untrusted is not None
         settings = TlsSettings.of(proxy)
@@ -317,4 +423,6 @@ def build_runtime(config: GatewayConfig, process: ProcessMaterial | None = None)
         trust_anchors=trust_anchors,
         process=process,
         server_proxies=server_materials,
+        missing_keys=tuple(missing),
+        out_of_service=out_of_service,
     )

@@ -184,9 +184,18 @@ def format_status(status: Mapping[str, Any]) -> str:
         lines.append(f"segment:    {segment['name']} ({segment['client_port']} -> {segment['server_port']}), "
                      f"profile {segment['profile']}, port {segment['listen_port']}")
     for policy in status["policies"]:
-        flags = ", ".join(f for f, on in (("enabled", policy["enabled"]), ("disabled", not policy["enabled"]),
+        out = policy.get("out_of_service", False)  # issue 4: its proxy lacks a key kept only in memory
+        flags = ", ".join(f for f, on in (("enabled", policy["enabled"]),
+                                           ("OUT OF SERVICE: key missing", out),
+                                           ("disabled", not policy["enabled"] and not out),
                                            ("locked", policy["locked"])) if on)
         lines.append(f"policy:     {policy['profile']}/{policy['kind']}/{policy['name']} -> {policy['proxy']} ({flags})")
+    keys = status.get("keys")
+    if keys and (keys["in_memory"] or keys["missing"] or not keys["persist"]):
+        held = ", ".join(sorted({k["name"] for k in keys["in_memory"]})) or "none"
+        lines.append(f"keys:       {len(keys['in_memory'])} private key(s) in memory only, lost at restart "
+                     f"(pki.persist_keys {'true' if keys['persist'] else 'false'}): {held}")
+        lines += [f"NO KEY:     {m['path']}: {m['message']}" for m in keys["missing"]]
     reload = status.get("last_reload")
     if reload:
         lines.append(f"reload:     {reload['at']} {'ok' if reload['ok'] else 'REFUSED'}: {reload['message']}")

@@ -6,8 +6,9 @@ its groups as the kernel reports them for the connection (SO_PEERCRED, SO_PEERGR
 they cannot be forged by the caller), in three roles as in the product:
 
     role      group            may
-    admin     tlsgw-admin      everything: also bypass on|off, and reloads that change
-                               a locked policy
+    admin     tlsgw-admin      everything: also bypass on|off, reloads that change a
+                               locked policy, and handing private keys to the gateway
+                               (`tlsgw cert import` with pki.persist_keys false)
     operator  tlsgw-operator   reload, and everything an auditor may
     auditor   tlsgw-auditor    status, stats, sessions, log (read only)
 
@@ -54,6 +55,12 @@ REQUIRED_ROLE: Mapping[Command, Role] = {
     Command.LOG: Role.AUDITOR,
     Command.RELOAD: Role.OPERATOR,
     Command.BYPASS: Role.ADMIN,
+    Command.IMPORT_KEYS: Role.ADMIN,
+}
+
+# What the operator typed, where that is not `tlsgw COMMAND`.
+COMMAND_WORDS: Mapping[Command, str] = {
+    Command.IMPORT_KEYS: "tlsgw cert import` (handing keys to the gateway)",
 }
 
 
@@ -90,7 +97,8 @@ def denial(role: Role, command: Command) -> str | None:
         return None
     groups = " or ".join(ROLE_GROUPS[r] for r in Role if r >= needed and r in ROLE_GROUPS)
     mine = "no tlsgw role" if role is Role.NONE else f"role {role.label}"
-    return f"`tlsgw {command.value}` needs membership of {groups}; you have {mine}"
+    words = COMMAND_WORDS.get(command, f"tlsgw {command.value}`")
+    return f"`{words} needs membership of {groups}; you have {mine}"
 
 
 def locked_policy_changes(old: GatewayConfig, new: GatewayConfig) -> list[str]:

@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PROTOCOL_VERSION = 1
-MAX_REQUEST_BYTES = 64 * 1024  # a request is a command and a few parameters
+# A request is a command and a few parameters, or (`import-keys`) PEM private keys: an
+# RSA-4096 key is about 3.3 KB with its certificate beside it, and a PKCS#12 file may hold
+# many (gateway.pki.memory_keys.MAX_KEYS_PER_IMPORT).
+MAX_REQUEST_BYTES = 1024 * 1024
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # `tlsgw log --limit 10000` of long records
 
 
@@ -30,6 +33,9 @@ class Command(enum.Enum):
     LOG = "log"
     RELOAD = "reload"
     BYPASS = "bypass"
+    IMPORT_KEYS = "import-keys"
+    """Issue 4, `pki.persist_keys: false`: private keys to keep in memory only, from
+    `tlsgw cert import` (params: {"keys": [{"name", "key", "certificate"}], "pki_dir"})."""
 
 
 class ErrorCode(enum.Enum):

@@ -13,6 +13,15 @@ Every change is checked completely before anything is written, and written atomi
 under the store's lock (`CertStore.locked`): a failed import leaves the store unchanged.
 Private keys are never printed: `export` writes a key only to a file, only if the
 certificate was marked exportable.
+
+With `pki.persist_keys: false` no key is written to disk: `import`, `import-signed` and
+`replace` write the certificate (marked as having a memory-only key) and hand the key to
+the running gateway over its control socket (`--socket`, default from the configuration);
+with no gateway running they refuse, and nothing is written. The key is handed over
+before the certificate is written, so a failure leaves the store unchanged (a key the
+gateway got for a certificate that was then not written serves nothing and is gone at
+its next restart). `import` then asks the gateway to reload; importing the same files
+again after a restart gives the gateway the key again.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ from typing import TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.config.model import DEFAULT_CA_FROM_STORE, DEFAULT_CONFIG_PATH, PkiSection
+from gateway.config.model import DEFAULT_CA_FROM_STORE, DEFAULT_CONFIG_PATH, DEFAULT_CONTROL_SOCKET, PkiSection
 from gateway.config.names import CERTIFICATE
 from gateway.errors import PkiError
 from gateway.pki.ca import DEFAULT_CA_DAYS, create_ca, is_ca
@@ -91,6 +100,10 @@ def _store_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     parser.add_argument("--pki-dir", metavar="DIR", default=default, help="certificate store (default: pki.dir)")
     parser.add_argument("--key-secret-file", metavar="FILE", default=default,
                         help="key-encryption secret (default: systemd credential, then pki.key_secret_file)")
+    parser.add_argument("--socket", metavar="PATH", default=default,
+                        help="the running gateway's control socket, to hand it keys kept only in memory "
+                             "(pki.persist_keys false; default: gateway.control.socket, else "
+                             f"{DEFAULT_CONTROL_SOCKET})")
 
 
 def _subject_options(parser: argparse.ArgumentParser, *, cn_help: str) -> None:
@@ -225,6 +238,13 @@ class _Context:
     config_found: bool
     pki: PkiSection
     store: CertStore
+    socket: str = DEFAULT_CONTROL_SOCKET
+    """The running gateway's control socket (keys kept only in memory)."""
+
+    @property
+    def keys_in_memory(self) -> bool:
+        """`pki.persist_keys: false`: keys go to the running gateway, not to disk."""
+        return not self.pki.persist_keys
 
 
 def _context(args: argparse.Namespace) -> _Context:
@@ -243,7 +263,78 @@ def _context(args: argparse.Namespace) -> _Context:
         pki = replace(pki, dir=os.path.abspath(args.pki_dir))
     hint = (f"pass --key-secret-file FILE, or put it in {pki.key_secret_file} (pki.key_secret_file)")
     store = open_store(pki, key_secret_file=args.key_secret_file, secret_hint=hint)
-    return _Context(path, found, pki, store)
+    socket = getattr(args, "socket", None)
+    if not socket:
+        from gateway.control.commands import control_socket_of
+
+        socket = control_socket_of(str(path)) if found else DEFAULT_CONTROL_SOCKET
+    return _Context(path, found, pki, store, socket)
+
+
+# --- keys kept only in the gateway's memory (pki.persist_keys: false) -------------------------------
+
+
+def _memory_entry(entry: NewEntry) -> NewEntry:
+    """What the store gets: the certificate, marked, without its key."""
+    info = entry.info or EntryInfo(EntryKind.CERTIFICATE)
+    return replace(entry, key=None, info=replace(info, memory_key=True))
+
+
+def _same_memory_entry(store: CertStore, entry: NewEntry) -> bool:
+    """The store already has this very certificate under this name, with its key kept only
+    in memory: importing it again (after a restart) gives the gateway the key again."""
+    if not store.exists(entry.name):
+        return False
+    try:
+        stored = store.load(entry.name, with_key=False)
+    except PkiError:
+        return False
+    return stored.info.memory_key and stored.certificate == entry.certificate
+
+
+def _hand_over(ctx: _Context, entries: Sequence[NewEntry]) -> None:
+    """Give the running gateway the entries' keys. Raises PkiError (nothing was kept)."""
+    from gateway.control.handover import hand_keys
+
+    keys = [(e.name, e.key, e.certificate) for e in entries if e.key is not None]
+    if keys:
+        hand_keys(ctx.socket, str(ctx.store.directory), keys)
+
+
+def _memory_note(names: Sequence[str]) -> str:
+    listed = ", ".join(repr(n) for n in names)
+    return (f"the private key of {listed} lives only in the memory of the running gateway "
+            "(pki.persist_keys is false): it is not on disk, and must be imported again after every "
+            "restart of the gateway, with the same command")
+
+
+def _reload_after_handover(ctx: _Context) -> int:
+    from gateway.control.handover import reload_gateway
+
+    done, message = reload_gateway(ctx.socket)
+    if done:
+        print(f"gateway: {message}")
+        return 0
+    print(f"the gateway holds the key but did not reload: {message}; fix that, then run `tlsgw reload` so the "
+          "certificate comes into service", file=sys.stderr)
+    return 1
+
+
+def _gateway_keys(ctx: _Context) -> tuple[frozenset[str] | None, str | None]:
+    """Which memory-only keys the running gateway holds, when the store has such entries;
+    (None, why) when no gateway said."""
+    memory = False
+    for name in ctx.store.names():
+        try:
+            memory = memory or ctx.store.load_info(name).memory_key
+        except PkiError:
+            continue
+    if not memory:
+        return frozenset(), None
+    from gateway.control.handover import gateway_key_ids
+
+    held, why = gateway_key_ids(ctx.socket)
+    return held, (f"keys kept only in memory are shown as missing: {why}" if held is None else None)
 
 
 def _new_name(name: str) -> str:
@@ -424,7 +515,8 @@ def cmd_import_signed(ctx: _Context, args: argparse.Namespace) -> int:
     store = ctx.store
     name = _new_name(args.as_name or args.name)
     parsed = parse_certificate_file(_read_file(args.file, "certificate"), source=args.file, fmt=_format(args))
-    store.protection.check_can_write(f"certificate {name!r}")
+    if not ctx.keys_in_memory:
+        store.protection.check_can_write(f"certificate {name!r}")
     notes: list[str] = []
     with store.locked():
         request = store.load_request(args.name)
@@ -434,13 +526,19 @@ def cmd_import_signed(ctx: _Context, args: argparse.Namespace) -> int:
                            "(was it issued for another request?)")
         _require_free(store, name)
         entry = _signed_entry(name, request, cert, parsed, notes)
+        if ctx.keys_in_memory:
+            _hand_over(ctx, [entry])
+            entry = _memory_entry(entry)
         store.save(entry.name, entry.certificate, entry.key, entry.chain, replace=False, info=entry.info)
         store.delete_request(args.name)
     print(f"imported certificate {name!r} for signing request {args.name!r}: {describe_certificate(cert)}")
-    print(f"{_key_note(store)} (the request's key); the request is removed")
+    if ctx.keys_in_memory:
+        print(f"{_memory_note([name])}; the request and its key are removed from disk")
+    else:
+        print(f"{_key_note(store)} (the request's key); the request is removed")
     for note in notes:
         print(note)
-    return 0
+    return _reload_after_handover(ctx) if ctx.keys_in_memory else 0
 
 
 def _keyed_entries(store: CertStore, base: str, parsed: ParsedFile, key: PrivateKey | None, source: str,
@@ -478,25 +576,53 @@ def cmd_import(ctx: _Context, args: argparse.Namespace) -> int:
     if args.key_file:
         key_data = _read_file(args.key_file, "key")
         key = _with_password(args, lambda pw: parse_key_file(key_data, source=args.key_file, password=pw))
-    store.protection.check_can_write(f"certificate {base!r}")
+    if not ctx.keys_in_memory:
+        store.protection.check_can_write(f"certificate {base!r}")
     notes: list[str] = []
+    again: set[str] = set()
     with store.locked():
         entries, request = _keyed_entries(store, base, parsed, key, args.file, args.exportable, notes,
                                           args.key_file)
         for entry in entries:
             _new_name(entry.name)
+            if _same_memory_entry(store, entry):
+                # After a restart: only the key goes to the gateway again; or, now that keys
+                # are persisted, the key joins its certificate in the store.
+                again.add(entry.name)
+                continue
             _require_free(store, entry.name)
-        store.save_all(entries)
+        written = [e for e in entries if e.name not in again]
+        if ctx.keys_in_memory:
+            _hand_over(ctx, entries)  # first: with no gateway, nothing is written
+            written = [_memory_entry(e) for e in written]
+        if written:
+            store.save_all(written)
+        if not ctx.keys_in_memory:
+            for entry in (e for e in entries if e.name in again):
+                stored = store.load(entry.name, with_key=False)
+                store.save(entry.name, entry.certificate, entry.key, entry.chain, replace=True,
+                           info=replace(stored.info, memory_key=False))
         if request is not None:
             store.delete_request(request.name)
             notes.append(f"the key of signing request {request.name!r} was used; the request is removed")
     for entry in entries:
         chain = f", chain of {len(entry.chain)}" if entry.chain else ""
-        print(f"imported certificate {entry.name!r}: {describe_certificate(entry.certificate)}{chain}")
-    print(f"{_key_note(store)}; {'exportable' if entries[0].info and entries[0].info.exportable else 'not exportable'}")
+        if entry.name in again:
+            done = ("its private key was handed to the gateway again" if ctx.keys_in_memory else
+                    "its private key, until now kept only in the gateway's memory, is now stored with it; a "
+                    "running gateway uses it after a reload")
+            print(f"certificate {entry.name!r} is already in the store ({describe_certificate(entry.certificate)}): "
+                  f"{done}")
+        else:
+            print(f"imported certificate {entry.name!r}: {describe_certificate(entry.certificate)}{chain}")
+    exportable = 'exportable' if entries[0].info and entries[0].info.exportable else 'not exportable'
+    if ctx.keys_in_memory:
+        print(f"{_memory_note([e.name for e in entries])}; {exportable}")
+    else:
+        print(f"{_key_note(store)}; {exportable}")
     for note in notes:
         print(note)
-    return 0
+    return _reload_after_handover(ctx) if ctx.keys_in_memory else 0
 
 
 def cmd_import_ca(ctx: _Context, args: argparse.Namespace) -> int:
@@ -539,12 +665,16 @@ def _readable(store: CertStore) -> list[str]:
 
 
 def cmd_list(ctx: _Context, args: argparse.Namespace) -> int:
-    listing = build_listing(ctx.store, ctx.pki.default_ca_bundle_path, dt.datetime.now(dt.timezone.utc))
+    gateway_keys, why = _gateway_keys(ctx)
+    listing = build_listing(ctx.store, ctx.pki.default_ca_bundle_path, dt.datetime.now(dt.timezone.utc),
+                            gateway_keys)
     if args.json:
         print(render_listing_json(listing, persist_keys=ctx.pki.persist_keys))
         return 0
     if not ctx.pki.persist_keys:
         print(f"note: {PERSIST_KEYS_OFF}")
+    if why:
+        print(f"note: {why}")
     print(render_listing(listing, ctx.store.directory), end="")
     return 0
 
@@ -561,8 +691,11 @@ def cmd_show(ctx: _Context, args: argparse.Namespace) -> int:
             references = "; ".join(map(str, refs)) or f"nothing in {ctx.config_path}"
         except PkiError as exc:
             references = f"unknown: {exc}"
+    gateway_keys, why = _gateway_keys(ctx) if store.load_info(args.name).memory_key else (frozenset(), None)
     print(render_details(store, args.name, ctx.pki.default_ca_bundle_path, dt.datetime.now(dt.timezone.utc),
-                         references), end="")
+                         references, gateway_keys), end="")
+    if why:
+        print(f"note: {why}")
     return 0
 
 
@@ -575,6 +708,9 @@ def cmd_export(ctx: _Context, args: argparse.Namespace) -> int:
             raise PkiError(f"certificate {args.name!r}: its private key is not exportable (it was created or "
                            "imported without --exportable); nothing was written")
         entry = store.load(args.name)
+        if entry.key is None and entry.info.memory_key:
+            raise PkiError(f"certificate {args.name!r}: its private key lives only in the running gateway's memory "
+                           "(pki.persist_keys: false) and never leaves it; nothing was written")
         if entry.key is None:
             raise PkiError(f"certificate {args.name!r} has no private key in the store; nothing was written")
         password = _first_line(args.key_password_file) if args.key_password_file else None
@@ -649,7 +785,8 @@ def cmd_replace(ctx: _Context, args: argparse.Namespace) -> int:
         if args.key_file:
             key_data = _read_file(args.key_file, "key")
             key = _with_password(args, lambda pw: parse_key_file(key_data, source=args.key_file, password=pw))
-        store.protection.check_can_write(f"certificate {args.name!r}")
+        if not ctx.keys_in_memory:
+            store.protection.check_can_write(f"certificate {args.name!r}")
         entries, request = _keyed_entries(store, args.name, parsed, key, args.file, False, notes, args.key_file)
         if len(entries) != 1:
             raise PkiError(f"{args.file}: holds {len(entries)} certificates with keys; a certificate is replaced "
@@ -663,6 +800,10 @@ def cmd_replace(ctx: _Context, args: argparse.Namespace) -> int:
     if old.info.kind is EntryKind.CERTIFICATE and is_ca(old.certificate) and not is_ca(new.certificate):
         notes.append(f"warning: {args.name!r} was a signing certificate (a CA) and the new certificate is not one")
     with store.locked():
+        if ctx.keys_in_memory and new.key is not None:
+            store.check_replaceable(args.name, kept_name, discard_previous=args.discard_previous)
+            _hand_over(ctx, [new])  # first: with no gateway, nothing is written
+            new = _memory_entry(new)
         store.replace_keeping_old(new, kept_name, discard_previous=args.discard_previous)
         if request is not None:
             store.delete_request(request.name)
@@ -670,7 +811,9 @@ def cmd_replace(ctx: _Context, args: argparse.Namespace) -> int:
     print(f"replaced certificate {args.name!r}: now {describe_certificate(new.certificate)}, valid until "
           f"{new.certificate.not_valid_after_utc:%Y-%m-%d}")
     print(f"the previous certificate is kept as {kept_name!r}")
-    if new.key is not None:
+    if new.info is not None and new.info.memory_key:
+        print(_memory_note([args.name]))
+    elif new.key is not None:
         print(_key_note(store))
     print("every reference to the name now means the new certificate; a running gateway uses it after a "
           "reload (systemctl reload tlsgw, or kill -HUP its PID); sessions in flight keep the old one")

@@ -26,7 +26,8 @@ Policies (`pki.encrypt_keys`, `pki.persist_keys`) live in `KeyProtection`:
   `tlsgw cert seal-keys` turns into sealed ones.
 - `encrypt_keys: false`: the operator opted out; keys are written unencrypted (0600).
 - `persist_keys: false` (the product's "Persist Private Keys" off): no key is written
-  at all; see `KeysNotPersistedError`.
+  at all (`KeysNotPersistedError`); imported keys live only in the running gateway's
+  memory (`gateway.pki.memory_keys`), and keys tlsgw would create are refused.
 
 One exception, on purpose: the *untrusted* CA's key (`gateway.pki.ca`) is written
 whatever the policy (sealed when a secret exists). It signs only certificates that are
@@ -63,11 +64,15 @@ MIN_SECRET_LENGTH = 16
 GENERATED_SECRET_BYTES = 32
 
 PERSIST_KEYS_OFF = (
-    "pki.persist_keys is false: tlsgw keeps private keys only in the memory of the running "
-    "gateway and they must be given to it again after every restart; handing a key to the "
-    "running gateway needs its control socket (issue 6), which does not exist yet, so no "
-    "key can be imported in this mode. Set pki.persist_keys: true to keep keys in the store, "
-    "sealed with the key secret"
+    "pki.persist_keys is false: tlsgw writes no private key to disk; a key imported with "
+    "`tlsgw cert import` (or import-signed, replace) is handed to the running gateway, which "
+    "keeps it only in its memory, and must be imported again after every restart of the gateway"
+)
+CREATED_KEYS_REFUSED = (
+    "a key tlsgw creates itself would exist nowhere but in memory and be lost for good at the "
+    "next restart, so none is created in this mode: create it with pki.persist_keys: true (or "
+    "elsewhere) and import it, or set pki.persist_keys: true to keep keys in the store, sealed "
+    "with the key secret"
 )
 
 
@@ -197,7 +202,7 @@ class KeyProtection:
     def check_can_write(self, what: str) -> None:
         """Raise the error `encode` would raise, before any work is done."""
         if not self.persist:
-            raise KeysNotPersistedError(f"{what}: {PERSIST_KEYS_OFF}")
+            raise KeysNotPersistedError(f"{what}: {PERSIST_KEYS_OFF}; {CREATED_KEYS_REFUSED}")
         if self.encrypt and self.secret is None:
             raise MissingKeySecretError(
                 f"{what}: private keys are stored encrypted and tlsgw has no key secret; create one "

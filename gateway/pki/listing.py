@@ -1,6 +1,10 @@
 """What `tlsgw cert list` and `tlsgw cert show` print: every entry with its status, and one
 entry in detail. Reads the store; never loads or prints a private key (key files are only
 checked, by `CertStore.key_state`).
+
+Keys kept only in the gateway's memory (`pki.persist_keys: false`) are not in the store:
+whether the running gateway holds one is what its `tlsgw status` says (`gateway_keys`,
+the public key ids it holds; None when no gateway answered).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from gateway.errors import PkiError
 from gateway.pki.ca import is_ca
 from gateway.pki.csr import request_alt_names
 from gateway.pki.keys import public_key_bits
+from gateway.pki.memory_keys import certificate_key_id, reimport_hint
 from gateway.pki.status import Anchors, CertStatus, assess
 from gateway.pki.store import CertStore, EntryKind, KeyState, StoredCert, sha256_fingerprint
 from gateway.pki.trust import load_ca_bundle
@@ -84,9 +89,21 @@ def anchors_for(entries: Sequence[StoredCert], bundle_path: str) -> tuple[Anchor
     return Anchors(roots), intermediates, note
 
 
+def memory_key_problem(name: str, gateway_answered: bool) -> str:
+    why = ("the running gateway does not hold it (it was restarted since the import)" if gateway_answered
+           else "no running gateway reported holding it")
+    return (f"its private key was kept only in the gateway's memory (pki.persist_keys: false) and {why}; "
+            f"{reimport_hint(name)}")
+
+
 def _row(store: CertStore, entry: StoredCert, anchors: Anchors, intermediates: Sequence[x509.Certificate],
-         now: dt.datetime) -> Row:
+         now: dt.datetime, gateway_keys: frozenset[str] | None = None) -> Row:
     state, problem = store.key_state(entry.name, entry.certificate)
+    if state is KeyState.MEMORY_MISSING:
+        if gateway_keys is not None and certificate_key_id(entry.certificate) in gateway_keys:
+            state = KeyState.MEMORY
+        else:
+            problem = memory_key_problem(entry.name, gateway_keys is not None)
     if entry.info.kind is EntryKind.CERTIFICATE and state is KeyState.NONE:
         problem = "no private key in the store"
     status = assess(entry.certificate, entry.chain, kind=entry.info.kind, key_state=state, anchors=anchors,
@@ -105,7 +122,8 @@ def _entries(store: CertStore) -> tuple[list[StoredCert], list[tuple[str, str]]]
     return entries, unreadable
 
 
-def build_listing(store: CertStore, bundle_path: str, now: dt.datetime) -> Listing:
+def build_listing(store: CertStore, bundle_path: str, now: dt.datetime,
+                  gateway_keys: frozenset[str] | None = None) -> Listing:
     entries, unreadable = _entries(store)
     anchors, intermediates, note = anchors_for(entries, bundle_path)
     requests: list[tuple[str, str]] = []
@@ -114,7 +132,7 @@ def build_listing(store: CertStore, bundle_path: str, now: dt.datetime) -> Listi
             requests.append((name, store.load_request_csr(name).subject.rfc4514_string()))
         except PkiError as exc:
             requests.append((name, f"unreadable: {exc}"))
-    rows = tuple(_row(store, e, anchors, intermediates, now) for e in entries)
+    rows = tuple(_row(store, e, anchors, intermediates, now, gateway_keys) for e in entries)
     return Listing(rows, tuple(unreadable), tuple(requests), note)
 
 
@@ -143,7 +161,8 @@ def render_listing(listing: Listing, directory: Path) -> str:
         widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
         lines += ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1] for line in table]
     lines += [f"{name}: unreadable: {problem}" for name, problem in listing.unreadable]
-    lines += [f"{r.entry.name}: broken key: {r.key_problem}" for r in listing.rows if r.key_problem]
+    lines += [f"{r.entry.name}: {'no key' if r.key_state is KeyState.MEMORY_MISSING else 'broken key'}: "
+              f"{r.key_problem}" for r in listing.rows if r.key_problem]
     if listing.requests:
         lines += ["", "signing requests:", *(f"  {name}: {subject}" for name, subject in listing.requests)]
     if listing.note:
@@ -160,12 +179,12 @@ def _public_key_words(cert: x509.Certificate) -> str:
 
 
 def render_details(store: CertStore, name: str, bundle_path: str, now: dt.datetime,
-                   references: str | None = None) -> str:
+                   references: str | None = None, gateway_keys: frozenset[str] | None = None) -> str:
     """One entry in detail; `references` is what the configuration says about it, if read."""
     entry = store.load(name, with_key=False)
     others, _ = _entries(store)
     anchors, intermediates, note = anchors_for([entry, *(o for o in others if o.name != name)], bundle_path)
-    row = _row(store, entry, anchors, intermediates, now)
+    row = _row(store, entry, anchors, intermediates, now, gateway_keys)
     cert = entry.certificate
     fields = [
         ("name", entry.name), ("kind", kind_word(entry)), ("status", row.status.value),

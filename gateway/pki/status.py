@@ -2,7 +2,8 @@
 
 One status per entry, the first that applies:
 1. `broken key`: a certificate (not a CA entry) whose key is missing, unreadable, sealed
-   with another secret, or not its key. The product's "Repair" is `tlsgw cert replace`
+   with another secret, or not its key; or whose key was kept only in the gateway's memory
+   (`pki.persist_keys: false`) and no running gateway holds it. The product's "Repair" is `tlsgw cert replace`
    (or delete and import again).
 2. `expired` / `not yet valid`: outside its validity period (the clock is passed in).
 3. `no trust anchor`: no path from the certificate, through its own chain and the CA
@@ -76,7 +77,7 @@ def has_trust_anchor(cert: x509.Certificate, chain: Sequence[x509.Certificate], 
 def assess(cert: x509.Certificate, chain: Sequence[x509.Certificate], *, kind: EntryKind, key_state: KeyState,
            anchors: Anchors, now: dt.datetime, intermediates: Sequence[x509.Certificate] = ()) -> CertStatus:
     """The entry's status; see the module docstring for the order."""
-    if kind is EntryKind.CERTIFICATE and key_state in (KeyState.NONE, KeyState.BROKEN):
+    if kind is EntryKind.CERTIFICATE and key_state in (KeyState.NONE, KeyState.BROKEN, KeyState.MEMORY_MISSING):
         return CertStatus.BROKEN_KEY
     if now > cert.not_valid_after_utc:
         return CertStatus.EXPIRED

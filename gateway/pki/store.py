@@ -6,7 +6,8 @@ Layout (one directory, default `/var/lib/tlsgw/pki`, mode 0700)::
     <dir>/<name>/key.pem        its private key, PKCS#8 PEM, mode 0600 (absent for CA-only
                                 entries); sealed with the key secret (`gateway.pki.keyseal`)
     <dir>/<name>/info.json      what tlsgw knows beyond the certificate: kind (certificate or
-                                CA certificate), whether the key may be exported, origin
+                                CA certificate), whether the key may be exported, origin,
+                                whether its key lives only in the gateway's memory
     <dir>/.requests/<name>/     pending signing requests: request.pem, key.pem, info.json
     <dir>/default-ca-package.pem  the default CA package, when updated with
                                 `tlsgw cert update-default-ca` (`pki.default_ca_bundle: store`)
@@ -33,7 +34,10 @@ Why the rules:
   ones done; every entry is still whole.)
 
 Which key files are written sealed, unsealed or not at all is `KeyProtection`'s choice
-(`gateway.pki.keyseal`); this module only moves the bytes it returns.
+(`gateway.pki.keyseal`); this module only moves the bytes it returns. With
+`pki.persist_keys: false` an entry has no key file and is marked `memory_key`; the store
+then takes its key from a `MemoryKeys` overlay (`gateway.pki.memory_keys`), which only a
+running gateway has.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ from gateway.config.model import DEFAULT_CA_PACKAGE_FILE, DEFAULT_PKI_DIR, PkiSe
 from gateway.errors import ConfigError, ConfigIssue, PkiError
 from gateway.pki.keys import PrivateKey, describe_key, key_matches_certificate
 from gateway.pki.keyseal import KeyProtection, find_key_secret
+from gateway.pki.memory_keys import MEMORY_KEY_STATE, MISSING_KEY_STATE, MemoryKeys
 
 CERT_FILE = "cert.pem"
 KEY_FILE = "key.pem"
@@ -112,17 +117,24 @@ class EntryInfo:
     """How the entry came to be: created, imported, pkcs12, signed request, replacement."""
     created: str = ""
     """When it was written, ISO 8601 UTC."""
+    memory_key: bool = False
+    """Its private key is kept only in the running gateway's memory (`pki.persist_keys:
+    false`); the store holds no key file for it (`gateway.pki.memory_keys`)."""
 
     def to_json(self) -> bytes:
-        return json.dumps({"kind": self.kind.value, "exportable": self.exportable, "origin": self.origin,
-                           "created": self.created}, indent=1).encode() + b"\n"
+        fields: dict[str, object] = {"kind": self.kind.value, "exportable": self.exportable, "origin": self.origin,
+                                     "created": self.created}
+        if self.memory_key:
+            fields["memory_key"] = True
+        return json.dumps(fields, indent=1).encode() + b"\n"
 
     @classmethod
     def from_json(cls, data: bytes, *, source: str) -> EntryInfo:
         try:
             raw = json.loads(data)
             return cls(kind=EntryKind(raw.get("kind", "certificate")), exportable=raw.get("exportable") is True,
-                       origin=str(raw.get("origin", "")), created=str(raw.get("created", "")))
+                       origin=str(raw.get("origin", "")), created=str(raw.get("created", "")),
+                       memory_key=raw.get("memory_key") is True)
         except (ValueError, AttributeError) as exc:
             raise PkiError(f"{source}: unreadable entry information ({exc})") from None
 
@@ -198,6 +210,11 @@ class KeyState(enum.Enum):
     """Sealed, and this process has no secret to open it with."""
     BROKEN = "broken"
     """Unreadable, wrong mode, wrong secret, or not the certificate's key."""
+    MEMORY = MEMORY_KEY_STATE
+    """No key file by design (`memory_key`): the running gateway holds the key in memory."""
+    MEMORY_MISSING = MISSING_KEY_STATE
+    """No key file by design (`memory_key`), and no running gateway holds the key (it was
+    restarted since the import, or is not running)."""
 
 
 def check_name(name: str) -> str:
@@ -218,9 +235,11 @@ class CertStore:
     """Named certificates in one directory; see the module docstring for the layout."""
 
     def __init__(self, directory: str | os.PathLike[str] = DEFAULT_PKI_DIR,
-                 protection: KeyProtection | None = None) -> None:
+                 protection: KeyProtection | None = None, memory_keys: MemoryKeys | None = None) -> None:
         self.directory = Path(directory)
         self.protection = protection or KeyProtection()
+        self.memory_keys = memory_keys or MemoryKeys()
+        """Keys of `memory_key` entries; only a running gateway has any."""
 
     def __repr__(self) -> str:
         return f"CertStore({str(self.directory)!r}, {self.protection!r})"
@@ -272,12 +291,15 @@ class CertStore:
             raise PkiError(f"certificate {name!r}: {cert_path} holds no readable PEM certificate ({exc})") from None
         key = None
         key_path = self.key_path(name)
+        info = self.load_info(name, certs[0])
         if with_key and key_path.exists():
             key = self.protection.decode(_read_key(key_path, name), source=f"certificate {name!r}: {key_path}")
             if not key_matches_certificate(key, certs[0]):
                 raise PkiError(f"certificate {name!r}: {key_path} is not the key of {cert_path} "
                                "(their public keys differ)")
-        return StoredCert(name, certs[0], tuple(certs[1:]), key, self.load_info(name, certs[0]))
+        elif with_key and info.memory_key:
+            key = self.memory_keys.key_for(certs[0])  # matches by construction: found by its public key
+        return StoredCert(name, certs[0], tuple(certs[1:]), key, info)
 
     def load_info(self, name: str, cert: x509.Certificate | None = None) -> EntryInfo:
         """The entry's `info.json`; for entries written without one, what the files say:
@@ -297,7 +319,13 @@ class CertStore:
         """The state of the entry's key file and, when broken, why (never its contents)."""
         key_path = self.key_path(name)
         if not key_path.exists():
-            return KeyState.NONE, ""
+            try:
+                memory = self.load_info(name, cert).memory_key
+            except PkiError as exc:
+                return KeyState.BROKEN, str(exc)
+            if not memory:
+                return KeyState.NONE, ""
+            return (KeyState.MEMORY if self.memory_keys.key_for(cert) is not None else KeyState.MEMORY_MISSING), ""
         try:
             data = _read_key(key_path, name)
             sealed = self.protection.is_sealed(data)
@@ -404,11 +432,7 @@ class CertStore:
         """
         target = self.directory / check_name(new.name)
         kept = self.directory / check_name(old_name)
-        if not self.exists(new.name):
-            raise PkiError(f"certificate {new.name!r} does not exist in {self.directory}; nothing to replace")
-        if kept.exists() and not discard_previous:
-            raise CertificateExistsError(f"certificate {old_name!r} already exists (kept from an earlier "
-                                         f"replacement); delete it first or pass --discard-previous")
+        self.check_replaceable(new.name, old_name, discard_previous=discard_previous)
         tmp = self._stage(new)
         try:
             if kept.exists():
@@ -431,6 +455,14 @@ class CertStore:
             raise PkiError(f"certificate {new.name!r}: cannot replace {target} ({exc.strerror})") from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def check_replaceable(self, name: str, old_name: str, *, discard_previous: bool = False) -> None:
+        """Raise what `replace_keeping_old` would raise about the names, before any work."""
+        if not self.exists(name):
+            raise PkiError(f"certificate {name!r} does not exist in {self.directory}; nothing to replace")
+        if (self.directory / check_name(old_name)).exists() and not discard_previous:
+            raise CertificateExistsError(f"certificate {old_name!r} already exists (kept from an earlier "
+                                         f"replacement); delete it first or pass --discard-previous")
 
     def delete(self, name: str) -> None:
         """Remove an entry at once: it is renamed away first, so no half-deleted entry is seen."""
@@ -609,8 +641,10 @@ class CertStore:
 
 
 def open_store(pki: PkiSection, *, key_secret_file: str | None = None,
-               environ: Mapping[str, str] | None = None, secret_hint: str | None = None) -> CertStore:
-    """The store as the configuration describes it: directory, key secret, key policies.
+               environ: Mapping[str, str] | None = None, secret_hint: str | None = None,
+               memory_keys: MemoryKeys | None = None) -> CertStore:
+    """The store as the configuration describes it: directory, key secret, key policies;
+    `memory_keys`: the keys the running gateway holds in memory only.
 
     Used by the daemon (every load and reload) and by `tlsgw cert`.
 
@@ -624,7 +658,7 @@ def open_store(pki: PkiSection, *, key_secret_file: str | None = None,
     hint = secret_hint or (f"put one in {pki.key_secret_file} (pki.key_secret_file) or give the systemd "
                            "credential tlsgw-key-secret")
     return CertStore(pki.dir, KeyProtection(secret, encrypt=pki.encrypt_keys, persist=pki.persist_keys,
-                                            secret_hint=hint))
+                                            secret_hint=hint), memory_keys)
 
 
 def _claims_ca(cert: x509.Certificate) -> bool:

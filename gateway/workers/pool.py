@@ -26,6 +26,11 @@ bad configuration never reaches a worker; a worker that still fails (a port take
 key it cannot read) makes the reload fail and changes nothing. Listeners are bound by
 the workers before the main process switches the rules, as in one process.
 
+Private keys kept only in memory (issue 4, `pki.persist_keys: false`) travel with the
+configuration, as PEM over the channel (never through a file, never logged): every
+`prepare` carries the main process's keys, and a restarted worker gets those of the
+configuration in service.
+
 A worker that exits or stops reporting is restarted with back-off (`backoff.py`), with
 the configuration in service, and its last counts are kept (`aggregate.py`). While it is
 down the kernel gives its share of new connections to the others; the connections it
@@ -168,8 +173,10 @@ class WorkerPool:
         self._backoff = [RestartBackoff() for _ in range(count)]
         self._text = ""
         self._source = ""
+        self._keys: list[dict[str, str]] = []
+        """The in-memory keys (wire form) of the configuration in service."""
         self._prepared: list[WorkerProcess] | None = None
-        self._prepared_config: tuple[str, str] | None = None
+        self._prepared_config: tuple[str, str, list[dict[str, str]]] | None = None
         self._lock = asyncio.Lock()
         """Held by a reload from prepare to commit or abort, and by a restart: a restarted
         worker gets the configuration in service, before or after a reload, never between."""
@@ -179,13 +186,14 @@ class WorkerPool:
 
     # -- start and stop ----------------------------------------------------------------------
 
-    async def start(self, text: str, source: str) -> None:
-        """Start every worker with this configuration and wait until all serve.
+    async def start(self, text: str, source: str, keys: list[dict[str, str]] | None = None) -> None:
+        """Start every worker with this configuration (and these in-memory keys, wire
+        form of `gateway.pki.memory_keys`) and wait until all serve.
 
         Raises:
             WorkerError: naming each worker that failed; none is left running then.
         """
-        self._text, self._source = text, source
+        self._text, self._source, self._keys = text, source, list(keys or [])
         async with self._lock:
             results = await asyncio.gather(*(self._bring_up(i) for i in range(self.count)), return_exceptions=True)
         failures = [str(r) for r in results if isinstance(r, BaseException)]
@@ -242,7 +250,8 @@ class WorkerPool:
         Raises: WorkerError (the worker is gone then)."""
         worker = await self._open(index)
         try:
-            await self._call(worker, Op.PREPARE, {"config": self._text, "source": self._source}, PREPARE_TIMEOUT)
+            await self._call(worker, Op.PREPARE, {"config": self._text, "source": self._source, "keys": self._keys},
+                             PREPARE_TIMEOUT)
             await self._call(worker, Op.COMMIT, {}, CALL_TIMEOUT)
         except WorkerError:
             if worker.popen.poll() is None:
@@ -394,9 +403,9 @@ class WorkerPool:
 
     # -- reload ----------------------------------------------------------------------------
 
-    async def prepare(self, text: str, source: str) -> None:
-        """Phase one of a reload in every worker; on success the caller must `commit` or
-        `abort`, and no restart runs in between.
+    async def prepare(self, text: str, source: str, keys: list[dict[str, str]] | None = None) -> None:
+        """Phase one of a reload in every worker (with the in-memory keys to serve it
+        with); on success the caller must `commit` or `abort`, and no restart runs in between.
 
         Raises:
             WorkerError: naming each worker that refused; every worker was aborted then.
@@ -405,7 +414,8 @@ class WorkerPool:
         try:
             workers = [w for w in self.workers.values() if w.serving and w.exit is None]
             results = await asyncio.gather(
-                *(self._call(w, Op.PREPARE, {"config": text, "source": source}, PREPARE_TIMEOUT) for w in workers),
+                *(self._call(w, Op.PREPARE, {"config": text, "source": source, "keys": list(keys or [])},
+                             PREPARE_TIMEOUT) for w in workers),
                 return_exceptions=True)
             failures = [r for r in results if isinstance(r, BaseException)]
             if failures:
@@ -418,14 +428,14 @@ class WorkerPool:
             self._lock.release()
             raise
         self._prepared = workers
-        self._prepared_config = (text, source)
+        self._prepared_config = (text, source, list(keys or []))
 
     async def commit(self) -> list[str]:
         """Phase two: every prepared worker serves the new configuration, and workers
         started from now on get it. Returns the problems (a worker that died meanwhile;
         it is restarted with the new configuration)."""
         assert self._prepared is not None and self._prepared_config is not None
-        workers, (self._text, self._source) = self._prepared, self._prepared_config
+        workers, (self._text, self._source, self._keys) = self._prepared, self._prepared_config
         self._prepared = self._prepared_config = None
         try:
             results = await asyncio.gather(*(self._call(w, Op.COMMIT, {}, CALL_TIMEOUT) for w in workers),

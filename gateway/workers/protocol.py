@@ -1,7 +1,8 @@
 """The channel between the main process and one worker: a Unix stream socketpair, one JSON
 object per line. Pure: bytes in, values out, and the other way.
 
-    main -> worker   {"call": 7, "op": "prepare", "params": {"config": "<yaml>", "source": "/etc/tlsgw/tlsgw.yaml"}}
+    main -> worker   {"call": 7, "op": "prepare", "params": {"config": "<yaml>", "source": "/etc/tlsgw/tlsgw.yaml",
+                                                      "keys": [{"name": "web", "key": "<PEM>"}]}}
     worker -> main   {"reply": 7, "ok": true, "result": {...}}  or  {"reply": 7, "ok": false, "error": "..."}
     worker -> main   {"report": "stats", "data": {...}}         every second, unasked
 
@@ -9,7 +10,10 @@ Operations (the reload is two-phase, so that a configuration one worker cannot u
 changes nothing in any of them):
 
     prepare   build a Runtime from the configuration text the main process validated,
-              and bind the listeners it needs that are not open yet; nothing is swapped
+              with the private keys kept only in memory (`pki.persist_keys: false`;
+              unencrypted PEM: the socketpair never leaves the host's memory, and a
+              call's params are never logged), and bind the listeners it needs that
+              are not open yet; nothing is swapped
     commit    put the prepared Runtime in service: new flows use it, new listeners
               serve, listeners of removed segments retire when their last session ends
     abort     forget the prepared Runtime and close the listeners it opened

@@ -35,6 +35,7 @@ from gateway.errors import TlsgwError
 from gateway.observability.counters import Counters
 from gateway.observability.flowlog import InspectionLog
 from gateway.observability.sessions import SessionTable
+from gateway.pki.memory_keys import MemoryKeys
 from gateway.proxy.flow import FlowHandler
 from gateway.proxy.listener import serve
 from gateway.proxy.sockets import transparent_listener
@@ -68,6 +69,8 @@ class CallRefused(TlsgwError):
 @dataclass(slots=True)
 class Prepared:
     runtime: Runtime
+    memory_keys: MemoryKeys
+    """The in-memory keys it was built with (issue 4)."""
     wanted: dict[int, Segment]
     """Listen port -> segment, for the prepared configuration."""
     opened: dict[int, ListenerSlot] = field(default_factory=dict)
@@ -182,7 +185,8 @@ class Worker:
             limit = call.params.get("limit", SESSIONS_LIMIT)
             return {"active": len(self.sessions), "sessions": self.sessions.listing(min(int(limit), SESSIONS_LIMIT))}
         if call.op is Op.PREPARE:
-            return await self.prepare(str(call.params.get("config", "")), str(call.params.get("source", "")))
+            return await self.prepare(str(call.params.get("config", "")), str(call.params.get("source", "")),
+                                      call.params.get("keys", []))
         if call.op is Op.COMMIT:
             return self.commit()
         if call.op is Op.ABORT:
@@ -194,15 +198,19 @@ class Worker:
         return WorkerStats(self.counters.snapshot(), len(self.sessions), self.sessions.opened,
                            self.concurrency.active).to_dict()
 
-    async def prepare(self, text: str, source: str) -> dict[str, Any]:
-        """Raises: ConfigError, PkiError (the configuration or its certificates), OSError
-        (a listener cannot be bound); nothing changed then."""
+    async def prepare(self, text: str, source: str, keys: object = ()) -> dict[str, Any]:
+        """`keys`: the private keys kept only in memory, as `MemoryKeys.to_wire` wrote them.
+
+        Raises: ConfigError, PkiError (the configuration, its certificates, a key),
+        OSError (a listener cannot be bound); nothing changed then."""
         self._discard_prepared()
+        memory_keys = MemoryKeys.from_wire(keys)
         config = await asyncio.to_thread(parse_config, text, source)
-        runtime = await asyncio.to_thread(build_runtime, config, self.process)
+        runtime = await asyncio.to_thread(build_runtime, config, self.process, memory_keys)
         if self.log is None:  # the first configuration names the log, as for the main process
             self.log = InspectionLog(config.gateway.inspection_log)
-        prepared = Prepared(runtime, {config.gateway.listen_port + i: s for i, s in enumerate(config.gateway.segments)})
+        prepared = Prepared(runtime, memory_keys,
+                            {config.gateway.listen_port + i: s for i, s in enumerate(config.gateway.segments)})
         try:
             for port, segment in prepared.wanted.items():
                 if port not in self.listeners:
@@ -221,6 +229,7 @@ class Worker:
         self._prepared = None
         first = self.runtime is None
         self.runtime = prepared.runtime
+        self.process.memory_keys = prepared.memory_keys
         self.listeners.update(prepared.opened)
         for port, slot in self.listeners.items():
             if port in prepared.wanted:
@@ -233,7 +242,7 @@ class Worker:
                 slot.retiring = True
         if first:
             logger.info("serving ports %s", ", ".join(map(str, sorted(prepared.wanted))))
-        return {"pid": os.getpid()}
+        return {"pid": os.getpid(), "memory_keys": len(prepared.memory_keys)}
 
     def _open_listener(self, port: int, segment: Segment) -> ListenerSlot:
         assert self.log is not None

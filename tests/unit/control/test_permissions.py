@@ -44,6 +44,7 @@ TABLE = [
     (Role.OPERATOR, Command.BYPASS, False),
     (Role.ADMIN, Command.BYPASS, True), (Role.ADMIN, Command.RELOAD, True),
     (Role.NONE, Command.STATUS, False),
+    (Role.ADMIN, Command.IMPORT_KEYS, True), (Role.OPERATOR, Command.IMPORT_KEYS, False),
 ]
 
 
@@ -60,6 +61,12 @@ def test_every_command_has_a_required_role() -> None:
 def test_denial_names_the_groups_that_would_do() -> None:
     text = denial(Role.AUDITOR, Command.RELOAD) or ""
     assert "tlsgw-operator or tlsgw-admin" in text and "role auditor" in text
+    assert text.startswith("`tlsgw reload` needs")
+
+
+def test_denial_of_a_key_import_names_the_command_the_operator_typed() -> None:
+    text = denial(Role.OPERATOR, Command.IMPORT_KEYS) or ""
+    assert text.startswith("`tlsgw cert import` (handing keys to the gateway) needs membership of tlsgw-admin")
 
 
 OUT = ClientProxy("outbound", "corp", (PortRange(443, 443),))

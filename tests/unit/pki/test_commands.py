@@ -19,6 +19,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from gateway.cli import build_parser, main
+from gateway.control.protocol import Command, ErrorCode, Request, Response
+from gateway.control.server import ControlSocketError
+from gateway.pki.memory_keys import keys_from_wire, public_key_id
 from gateway.pki.ca import is_ca
 from gateway.pki.keys import key_matches_certificate
 from gateway.pki.keyseal import create_key_secret
@@ -182,13 +185,188 @@ def test_opting_out_of_encryption_stores_the_key_in_clear_0600(cli: Cli) -> None
     assert stat.S_IMODE(cli.pki_dir.stat().st_mode) == 0o700
 
 
-def test_persist_keys_off_refuses_keys_and_says_what_remains(cli: Cli, web: Issued) -> None:
+# --- pki.persist_keys: false: keys only in the running gateway's memory ------------------------------
+
+
+class FakeGateway:
+    """Stands in for the running gateway's control socket (`gateway.control.handover._ask`):
+    records every request, answers as configured. `running=False`: nobody answers."""
+
+    def __init__(self) -> None:
+        self.running = True
+        self.requests: list[Request] = []
+        self.refuse: Response | None = None
+        self.reload_answer = Response.success({"message": "configuration reloaded from tlsgw.yaml"})
+        self.held: list[dict[str, str]] = []
+
+    def __call__(self, socket_path: str, request: Request, timeout: float) -> Response:
+        if not self.running:
+            raise ControlSocketError(f"{socket_path} does not exist: is tlsgw running?")
+        self.requests.append(request)
+        if request.command is Command.IMPORT_KEYS:
+            if self.refuse is not None:
+                return self.refuse
+            for name, key in keys_from_wire(request.params["keys"], require_certificate=True):
+                self.held.append({"name": name, "key_id": public_key_id(key.public_key())})
+            return Response.success({"names": [k["name"] for k in request.params["keys"]]})
+        if request.command is Command.RELOAD:
+            return self.reload_answer
+        assert request.command is Command.STATUS
+        return Response.success({"keys": {"persist": False, "in_memory": self.held, "missing": []}})
+
+    def commands(self) -> list[Command]:
+        return [r.command for r in self.requests]
+
+    def restart(self) -> None:
+        self.held = []
+
+
+@pytest.fixture
+def gateway(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> FakeGateway:
+    fake = FakeGateway()
+    monkeypatch.setattr("gateway.control.handover._ask", fake)
     cli.set_pki(persist_keys=False)
-    err = cli("create-signing", "x", "--cn", "x", "--key", "p256", ok=False)
-    assert "persist_keys is false" in err and "memory" in err and "restart" in err
-    err = cli("import", "web1", cli.write("w.pem", web.cert_pem), "--key", cli.write("w.key", web.key_pem), ok=False)
-    assert "persist_keys is false" in err
+    return fake
+
+
+def _import_web(cli: Cli, web: Issued, *extra: str, ok: bool = True) -> str:
+    return cli("import", "web1", cli.write("w.pem", web.cert_pem), "--key", cli.write("w.key", web.key_pem),
+               "--socket", str(cli.tmp / "control.sock"), *extra, ok=ok)
+
+
+def test_memory_import_hands_the_key_to_the_gateway_and_writes_only_the_certificate(
+        cli: Cli, web: Issued, gateway: FakeGateway) -> None:
+    out = _import_web(cli, web)
+    assert "imported certificate 'web1'" in out
+    assert "lives only in the memory of the running gateway" in out and "imported again after every restart" in out
+    assert "configuration reloaded" in out
+    assert gateway.commands() == [Command.IMPORT_KEYS, Command.RELOAD]  # the key first, the reload last
+    [item] = gateway.requests[0].params["keys"]
+    assert item["name"] == "web1" and item["certificate"] == web.cert_pem.decode()
+    assert gateway.requests[0].params["pki_dir"] == str(cli.pki_dir)
+    assert not cli.store().key_path("web1").exists()
+    assert cli.store().load_info("web1").memory_key
+    assert "".join(web.key_pem.decode().splitlines()[1:-1])[48:90] not in out
+    assert cli.listing()["web1"]["key"] == "key in gateway memory only (re-import after restart)"
+    assert "key in gateway memory only (re-import after restart)" in cli("show", "web1")
+
+
+def test_memory_import_without_a_running_gateway_is_refused_and_writes_nothing(
+        cli: Cli, web: Issued, gateway: FakeGateway) -> None:
+    gateway.running = False
+    err = _import_web(cli, web, ok=False)
+    assert "persist_keys is false" in err and "running gateway" in err and "start tlsgw" in err
+    assert "nothing was imported" in err
     assert cli.store().names() == ()
+
+
+def test_memory_import_refused_by_the_gateway_writes_nothing(cli: Cli, web: Issued, gateway: FakeGateway) -> None:
+    gateway.refuse = Response.failure(ErrorCode.DENIED, "`tlsgw cert import` (handing keys to the gateway) needs "
+                                                        "membership of tlsgw-admin; you have role operator")
+    err = _import_web(cli, web, ok=False)
+    assert "refused" in err and "tlsgw-admin" in err and "nothing was imported" in err
+    assert cli.store().names() == ()
+
+
+def test_after_a_restart_the_listing_says_import_again_and_the_same_import_does_it(
+        cli: Cli, web: Issued, gateway: FakeGateway) -> None:
+    _import_web(cli, web)
+    gateway.restart()
+    text = cli("list")
+    assert "no key: import it again" in text and "broken key" in text
+    assert "web1: no key:" in text and "tlsgw cert import web1" in text
+    gateway.running = False
+    assert "no running gateway reported holding it" in cli("list")
+    gateway.running = True
+
+    before = cli.store().info_path("web1").read_bytes()
+    out = _import_web(cli, web)
+    assert "is already in the store" in out and "handed to the gateway again" in out
+    assert cli.store().info_path("web1").read_bytes() == before  # the store is unchanged
+    assert cli.listing()["web1"]["key"] == "key in gateway memory only (re-import after restart)"
+
+
+def test_importing_a_memory_only_certificate_once_keys_are_persisted_stores_its_key(
+        cli: Cli, web: Issued, gateway: FakeGateway) -> None:
+    _import_web(cli, web)
+    cli.set_pki(persist_keys=True)
+    out = _import_web(cli, web)
+    assert "is now stored with it" in out
+    stored = cli.store().load("web1")
+    assert stored.key is not None and not stored.info.memory_key
+    assert cli.listing()["web1"]["key"] == "sealed"
+
+
+def test_memory_import_under_a_taken_name_with_another_certificate_is_refused(
+        cli: Cli, web: Issued, pki: TestPki, gateway: FakeGateway) -> None:
+    _import_web(cli, web)
+    other = pki.leaf(["other.example.test"], key=ec_key())
+    err = cli("import", "web1", cli.write("o.pem", other.cert_pem), "--key", cli.write("o.key", other.key_pem),
+              ok=False)
+    assert "already exists" in err
+    assert gateway.commands() == [Command.IMPORT_KEYS, Command.RELOAD]  # nothing handed over the second time
+
+
+def test_memory_import_whose_reload_fails_says_so_and_keeps_the_import(
+        cli: Cli, web: Issued, gateway: FakeGateway) -> None:
+    gateway.reload_answer = Response.failure(ErrorCode.CONFIG, "tlsgw.yaml: gateway.bridge: bad")
+    code = main(["cert", "--config", str(cli.config), "import", "web1", cli.write("w.pem", web.cert_pem),
+                 "--key", cli.write("w.key", web.key_pem)])
+    _, err = cli.capsys.readouterr()
+    assert code == 1 and "did not reload" in err and "gateway.bridge: bad" in err and "tlsgw reload" in err
+    assert cli.store().names() == ("web1",)
+
+
+def test_memory_replace_hands_the_new_key_and_keeps_the_old_entry(
+        cli: Cli, web: Issued, pki: TestPki, gateway: FakeGateway) -> None:
+    _import_web(cli, web)
+    new = pki.leaf(["www.example.test"], key=ec_key())
+    out = cli("replace", "web1", cli.write("n.pem", new.cert_pem), "--key", cli.write("n.key", new.key_pem))
+    assert "lives only in the memory of the running gateway" in out and "after a reload" in out
+    assert gateway.commands() == [Command.IMPORT_KEYS, Command.RELOAD, Command.IMPORT_KEYS]
+    store = cli.store()
+    assert store.load("web1", with_key=False).certificate == new.cert
+    assert store.load("web1_REPLACED", with_key=False).certificate == web.cert
+    assert not store.key_path("web1").exists() and store.load_info("web1").memory_key
+    listing = cli.listing()
+    assert listing["web1"]["key"] == listing["web1_REPLACED"]["key"] == "key in gateway memory only (re-import after restart)"
+
+
+def test_memory_replace_refused_by_name_hands_nothing_over(
+        cli: Cli, web: Issued, pki: TestPki, gateway: FakeGateway) -> None:
+    _import_web(cli, web)
+    cli.store().save("web1_REPLACED", web.cert)
+    new = pki.leaf(["www.example.test"], key=ec_key())
+    err = cli("replace", "web1", cli.write("n.pem", new.cert_pem), "--key", cli.write("n.key", new.key_pem), ok=False)
+    assert "--discard-previous" in err
+    assert gateway.commands() == [Command.IMPORT_KEYS, Command.RELOAD]
+
+
+def test_memory_import_signed_hands_the_requests_key_over(cli: Cli, pki: TestPki, monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    cli("create-request", "web1", "--cn", "www.example.com", "--key", "p256")  # made while keys were persisted
+    fake = FakeGateway()
+    monkeypatch.setattr("gateway.control.handover._ask", fake)
+    cli.set_pki(persist_keys=False)
+    csr = x509.load_pem_x509_csr(cli("export-request", "web1").encode())
+    signed = (x509.CertificateBuilder().subject_name(csr.subject).issuer_name(pki.intermediate.cert.subject)
+              .public_key(csr.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(pki.now - dt.timedelta(days=1)).not_valid_after(pki.now + dt.timedelta(days=90))
+              .sign(pki.intermediate.key, hashes.SHA256()))
+    out = cli("import-signed", "web1", cli.write("signed.pem", signed.public_bytes(serialization.Encoding.PEM)))
+    assert "lives only in the memory of the running gateway" in out and "removed from disk" in out
+    assert fake.commands() == [Command.IMPORT_KEYS, Command.RELOAD]
+    assert cli.store().request_names() == () and not cli.store().key_path("web1").exists()
+
+
+def test_persist_keys_off_refuses_keys_tlsgw_would_create(cli: Cli) -> None:
+    cli.set_pki(persist_keys=False)
+    for argv in (("create-signing", "x", "--cn", "x", "--key", "p256"),
+                 ("create-request", "y", "--cn", "y.example.com", "--key", "p256")):
+        err = cli(*argv, ok=False)
+        assert "persist_keys is false" in err and "memory" in err and "restart" in err
+        assert "lost for good" in err
+    assert cli.store().names() == () and cli.store().request_names() == ()
     assert "persist_keys is false" in cli("list")
 
 

@@ -55,3 +55,18 @@ def test_invalid_lines_raise_channel_error(line: bytes) -> None:
 def test_stats_that_are_not_counts_are_refused(data: dict[str, object]) -> None:
     with pytest.raises(ChannelError):
         WorkerStats.from_dict(data)
+
+
+def test_prepare_carries_memory_keys_on_one_line() -> None:
+    """Issue 4: keys kept only in memory reach a worker with its configuration."""
+    from gateway.pki.memory_keys import MemoryKeys
+    from tests.support.pki_factory import TestPki, ec_key
+
+    pki = TestPki.create()
+    web = pki.leaf(["web.example.test"], key=ec_key())
+    keys = MemoryKeys().with_keys([("web", web.key)])  # type: ignore[list-item]
+    line = encode(Call(3, Op.PREPARE, {"config": "x", "source": "s", "keys": keys.to_wire()}))
+    assert line.count(b"\n") == 1
+    message = decode(line)
+    assert isinstance(message, Call)
+    assert MemoryKeys.from_wire(message.params["keys"]).key_for(web.cert) is not None
