@@ -22,22 +22,14 @@ from typing import Any
 import pytest
 
 from gateway.lab.scenario import InterceptionLab, environment_ready
-from tests.support.operations import HeldSession, gateway_config, nft_table, tlsgw
+from tests.support.operations import HeldSession, gateway_config, lab_env, nft_table, tlsgw
+
+env = lab_env  # the shared module-scoped lab (tests/support/operations.py)
 
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(environment_ready() is not None,
                                                     reason=environment_ready() or "")]
 
 HOST = "shop.example"
-
-
-@pytest.fixture(scope="module")
-def env() -> Iterator[InterceptionLab]:
-    lab = InterceptionLab()
-    try:
-        lab.start(with_gateway=False)
-        yield lab
-    finally:
-        lab.stop()
 
 
 @pytest.fixture

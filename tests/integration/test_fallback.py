@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.operations import lab_env
 from gateway.lab.scenario import InterceptionLab, environment_ready
 from netfilter.fallback import ALIVE_TIMEOUT
 from tests.support.operations import (
@@ -25,22 +26,14 @@ from tests.support.operations import (
     tlsgw,
 )
 
+env = lab_env  # the shared module-scoped lab (tests/support/operations.py)
+
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(environment_ready() is not None,
                                                     reason=environment_ready() or "")]
 
 HOST = "shop.example"
 # The bound: after a SIGKILL, new connections pass within one second.
 FAIL_OPEN_BOUND = 1.0
-
-
-@pytest.fixture(scope="module")
-def env() -> Iterator[InterceptionLab]:
-    lab = InterceptionLab()
-    try:
-        lab.start(with_gateway=False)
-        yield lab
-    finally:
-        lab.stop()
 
 
 @pytest.fixture

@@ -14,22 +14,14 @@ import pytest
 
 from gateway.lab.scenario import InterceptionLab, environment_ready
 from gateway.policy.limits import CRITICAL_THRESHOLD_MESSAGE
-from tests.support.operations import HeldSession, gateway_config, tlsgw, write_script
+from tests.support.operations import HeldSession, gateway_config, lab_env, tlsgw, write_script
+
+env = lab_env  # the shared module-scoped lab (tests/support/operations.py)
 
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(environment_ready() is not None,
                                                     reason=environment_ready() or "")]
 
 HOST = "shop.example"
-
-
-@pytest.fixture(scope="module")
-def env() -> Iterator[InterceptionLab]:
-    lab = InterceptionLab()
-    try:
-        lab.start(with_gateway=False)
-        yield lab
-    finally:
-        lab.stop()
 
 
 def issuer(env: InterceptionLab) -> str:

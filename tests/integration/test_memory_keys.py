@@ -26,7 +26,9 @@ from cryptography import x509
 from gateway.lab.demo_pki import ServerCert
 from gateway.lab.scenario import InterceptionLab, environment_ready
 from gateway.lab.topology import SERVER1_INTERFACE
-from tests.support.operations import tlsgw
+from tests.support.operations import lab_env, tlsgw
+
+env = lab_env  # the shared module-scoped lab (tests/support/operations.py)
 
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(environment_ready() is not None,
                                                     reason=environment_ready() or "")]
@@ -36,16 +38,6 @@ FLOWS = 20  # both workers get some: all 20 hashed to one of two listeners has o
 WAIT = 30.0  # seconds to wait for a worker restart on a loaded 2-core box (not asserted on)
 IN_MEMORY = "key in gateway memory only (re-import after restart)"
 MISSING = "no key: import it again"
-
-
-@pytest.fixture(scope="module")
-def env() -> Iterator[InterceptionLab]:
-    lab = InterceptionLab()
-    try:
-        lab.start(with_gateway=False)
-        yield lab
-    finally:
-        lab.stop()
 
 
 @pytest.fixture

@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 
 from gateway.lab.scenario import InterceptionLab, environment_ready
-from tests.support.operations import HeldSession, gateway_config, nft_table, tlsgw
+from tests.support.operations import HeldSession, gateway_config, lab_env, nft_table, tlsgw
+
+env = lab_env  # the shared module-scoped lab (tests/support/operations.py)
 
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(environment_ready() is not None,
                                                     reason=environment_ready() or "")]
@@ -25,16 +27,6 @@ pytestmark = [pytest.mark.netns, pytest.mark.skipif(environment_ready() is not N
 HOST = "shop.example"
 FLOWS = 20  # both workers get some: all 20 hashed to one of two listeners has odds of 2 in a million
 WAIT = 30.0  # seconds to wait for a restart or an exit on a loaded 2-core box (not asserted on)
-
-
-@pytest.fixture(scope="module")
-def env() -> Iterator[InterceptionLab]:
-    lab = InterceptionLab()
-    try:
-        lab.start(with_gateway=False)
-        yield lab
-    finally:
-        lab.stop()
 
 
 @pytest.fixture

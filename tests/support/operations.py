@@ -10,8 +10,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from gateway.lab.scenario import InterceptionLab
 
@@ -156,3 +159,14 @@ def probe_result(probe: subprocess.Popen[str], timeout: float = 20.0) -> tuple[f
         if line.startswith("untouched"):
             return float(line.split()[1]), out
     return None, out
+
+
+@pytest.fixture(scope="module")
+def lab_env() -> Iterator[InterceptionLab]:
+    """One lab per test module, without a gateway: each test starts the one it needs."""
+    lab = InterceptionLab()
+    try:
+        lab.start(with_gateway=False)
+        yield lab
+    finally:
+        lab.stop()
