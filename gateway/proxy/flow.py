@@ -67,6 +67,7 @@ from gateway.tls.contexts import (
 )
 from gateway.tls.endpoint import CHUNK, TlsEndpoint, TlsFailure
 from gateway.tls.versions import OfferRefusal, UpstreamOffer
+from gateway.tunnel.flows import FlowTable
 
 logger = logging.getLogger(__name__)
 # The proxies' `logging: true` troubleshooting detail: each step of a flow with its time.
@@ -114,10 +115,7 @@ class Leg:
         if reset:
             sock = self.writer.get_extra_info("socket")
             if sock is not None:
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                except OSError:
-                    pass
+                sockets.reset_on_close(sock)
             self.writer.transport.abort()
         else:
             self.writer.close()

@@ -52,12 +52,9 @@ async def connect_as(client_ip: str, destination: tuple[str, int], timeout: floa
     return sock
 
 
-def abort(sock: socket.socket | None) -> None:
-    """Close with a TCP reset (SO_LINGER 0) instead of a FIN."""
-    if sock is None or sock.fileno() < 0:
-        return
+def reset_on_close(sock: socket.socket) -> None:
+    """Make the next close send a TCP reset (SO_LINGER 0) instead of a FIN."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     except OSError:
         pass
-    sock.close()

@@ -32,7 +32,6 @@ import argparse
 import copy
 import json
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
