@@ -160,6 +160,21 @@ class InterceptionLab:
             time.sleep(0.05)
         raise ScenarioError(f"tlsgw not ready after {GATEWAY_READY_TIMEOUT}s:\n{log.read_text(errors='replace')}")
 
+    def clear_logs(self) -> None:
+        """Empty the inspection log and the origins' access logs, so a test reads only the
+        flows it makes."""
+        if self.inspection_log.exists():
+            self.inspection_log.write_text("")
+        for origin in self.origins:
+            if origin.access_log_path.exists():
+                origin.access_log_path.write_text("")
+
+    def restart_gateway(self, config: dict[str, Any] | None = None) -> BackgroundProcess:
+        """Stop tlsgw if it runs, clear the logs, and start it with `config`."""
+        self.stop_gateway()
+        self.clear_logs()
+        return self.start_gateway(config)
+
     def stop_gateway(self) -> str:
         """Stop tlsgw by PID (SIGTERM, so it removes its rules); returns its log."""
         if self.gateway is not None:

@@ -53,19 +53,13 @@ def env() -> Iterator[InterceptionLab]:
 
 def run_gateway(env: InterceptionLab, **changes: Any) -> None:
     """(Re)start tlsgw with the base config changed by `changes` (dotted keys, see below)."""
-    env.stop_gateway()
-    if env.inspection_log.exists():
-        env.inspection_log.unlink()
-    for origin in env.origins:
-        if origin.access_log_path.exists():
-            origin.access_log_path.write_text("")
     config = copy.deepcopy(env.config)
     proxy = config["client_proxies"][0]
     policy = config["profiles"][0]["client_policies"][0]
     for key, value in changes.items():
         target = proxy if key in proxy or key.startswith("block_") or key == "logging" else policy
         target[key] = value
-    env.start_gateway(config)
+    env.restart_gateway(config)
 
 
 def requests_seen(env: InterceptionLab, index: int) -> list[Any]:

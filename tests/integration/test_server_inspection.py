@@ -86,15 +86,9 @@ def wait_for_port(lab: InterceptionLab, port: int) -> None:
 
 
 def run_gateway(env: InterceptionLab, **server_policy_changes: Any) -> None:
-    env.stop_gateway()
-    if env.inspection_log.exists():
-        env.inspection_log.unlink()
-    for origin in env.origins:
-        if origin.access_log_path.exists():
-            origin.access_log_path.write_text("")
     config = copy.deepcopy(env.config)
     config["profiles"][0]["server_policies"][0].update(server_policy_changes)
-    env.start_gateway(config)
+    env.restart_gateway(config)
 
 
 @pytest.fixture
@@ -192,12 +186,9 @@ def test_plain_text_to_server_tuple_is_dropped_and_gateway_keeps_serving(gateway
 
 
 def test_connection_without_handshake_is_dropped_after_the_timeout(env: InterceptionLab) -> None:
-    env.stop_gateway()
     config = copy.deepcopy(env.config)
     config["gateway"]["handshake_timeout"] = 1
-    if env.inspection_log.exists():
-        env.inspection_log.unlink()
-    env.start_gateway(config)
+    env.restart_gateway(config)
     # A STARTTLS-style client waits for the server to speak first; no ClientHello comes.
     env.lab.run(env.lab.client_ns, ["bash", "-c", f"exec 3<>/dev/tcp/{SERVER}/995; sleep 2"], check=False)
     record = env.flow_records(wait_for=1)[0]

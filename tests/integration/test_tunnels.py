@@ -70,11 +70,7 @@ def gateway(env: InterceptionLab) -> InterceptionLab:
     if env.gateway is None or not env.gateway.alive():
         env.stop_gateway()
         env.start_gateway()
-    if env.inspection_log.exists():
-        env.inspection_log.write_text("")
-    for origin in env.origins:
-        if origin.access_log_path.exists():
-            origin.access_log_path.write_text("")
+    env.clear_logs()
     return env
 
 
