@@ -51,7 +51,7 @@ from gateway.policy.facts import FlowFacts
 from gateway.policy.limits import ConcurrencyLimit
 from gateway.policy.site_bypass import BypassReason, BypassSettings, Site, is_pinning_symptom
 from gateway.proxy import sockets
-from gateway.proxy.relay import RawTransform, Relay, TlsTransform, Transform
+from gateway.proxy.relay import PlainSide, Relay, TlsSide
 from gateway.runtime import ClientProxyMaterial, Runtime
 from gateway.session.verdict import UpstreamVerdictKind, judge_upstream
 from gateway.tls import protocol_stats
@@ -88,37 +88,26 @@ class FlowEnded(Exception):
 
 
 class Leg:
-    """One side's TCP connection as asyncio streams, with byte counting left to callers."""
+    """One side's TCP connection: a non-blocking socket that the event loop reads and
+    writes for the ClientHello and the handshakes, and the relay drives directly after.
+    No asyncio transport or stream: they would own the descriptor (the relay could not
+    hand it to OpenSSL) and cost a buffer and several objects per idle connection."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
 
-    @classmethod
-    async def open(cls, sock: socket.socket) -> Leg:
-        reader, writer = await asyncio.open_connection(sock=sock, limit=CHUNK)
-        return cls(reader, writer)
+    async def recv(self) -> bytes:
+        return await asyncio.get_running_loop().sock_recv(self.sock, CHUNK)
 
     async def send(self, data: bytes) -> None:
         if data:
-            self.writer.write(data)
-            await self.writer.drain()
-
-    def half_close(self) -> None:
-        try:
-            if self.writer.can_write_eof() and not self.writer.is_closing():
-                self.writer.write_eof()
-        except OSError:
-            pass
+            await asyncio.get_running_loop().sock_sendall(self.sock, data)
 
     def close(self, reset: bool = False) -> None:
         if reset:
-            sock = self.writer.get_extra_info("socket")
-            if sock is not None:
-                sockets.reset_on_close(sock)
-            self.writer.transport.abort()
-        else:
-            self.writer.close()
+            sockets.reset_on_close(self.sock)
+        self.sock.close()
 
 
 def _now() -> datetime:
@@ -189,7 +178,7 @@ class FlowHandler:
         client: Leg | None = None
         upstream: Leg | None = None
         try:
-            client = await Leg.open(client_sock)
+            client = Leg(client_sock)
             hello = await self._read_clienthello(runtime, client, record)
             facts = FlowFacts(
                 segment=self.segment.name, client=IPv4Address(client_ip), client_port=client_port,
@@ -307,7 +296,7 @@ class FlowHandler:
         try:
             async with asyncio.timeout(runtime.config.gateway.handshake_timeout):
                 while True:
-                    data = await client.reader.read(CHUNK)
+                    data = await client.recv()
                     if not data:
                         self._end(record, Outcome.BLOCKED, "client closed before sending a ClientHello")
                         raise FlowEnded
@@ -324,8 +313,7 @@ class FlowHandler:
             raise FlowEnded from None
 
     async def _connect(self, client_ip: str, server_ip: str, server_port: int) -> Leg:
-        sock = await sockets.connect_as(client_ip, (server_ip, server_port), CONNECT_TIMEOUT)
-        return await Leg.open(sock)
+        return Leg(await sockets.connect_as(client_ip, (server_ip, server_port), CONNECT_TIMEOUT))
 
     async def _handshake(self, endpoint: TlsEndpoint, leg: Leg, timeout: float) -> None:
         async with asyncio.timeout(timeout):
@@ -334,7 +322,7 @@ class FlowHandler:
                 await leg.send(endpoint.data_to_send())
                 if done:
                     return
-                endpoint.feed(await leg.reader.read(CHUNK))
+                endpoint.feed(await leg.recv())
 
     async def _relay_untouched(self, runtime: Runtime, client: Leg, hello: ClientHello, record: FlowRecord,
                                outcome: Outcome, reason: str) -> Leg:
@@ -555,13 +543,14 @@ class FlowHandler:
     # -- relays --------------------------------------------------------------------------
 
     async def _splice(self, runtime: Runtime, client: Leg, upstream: Leg, record: FlowRecord) -> None:
-        def up(n: int) -> None:
-            record.bytes_up += n
+        def up(data: bytes) -> None:
+            record.bytes_up += len(data)
 
-        def down(n: int) -> None:
-            record.bytes_down += n
+        def down(data: bytes) -> None:
+            record.bytes_down += len(data)
 
-        await self._relay(runtime, client, upstream, RawTransform(up), RawTransform(down))
+        await self._relay(Relay((PlainSide(client.sock), PlainSide(upstream.sock)), (up, down),
+                                         runtime.config.gateway.idle_timeouts()))
 
     async def _relay_decrypted(self, runtime: Runtime, service: DecryptedService,
                                client: Leg, client_tls: TlsEndpoint,
@@ -579,16 +568,13 @@ class FlowHandler:
                 observer.server_data(plain)
 
         try:
-            await self._relay(runtime, client, upstream, TlsTransform(client_tls, up_tls, up),
-                              TlsTransform(up_tls, client_tls, down))
+            await self._relay(Relay((TlsSide(client.sock, client_tls), TlsSide(upstream.sock, up_tls)), (up, down),
+                                    runtime.config.gateway.idle_timeouts()))
         finally:
             if observer is not None:
                 record.http = observer.messages
 
-    async def _relay(self, runtime: Runtime, client: Leg, upstream: Leg,
-                     client_to_upstream: Transform, upstream_to_client: Transform) -> None:
-        relay = Relay(((client.reader, client.writer), (upstream.reader, upstream.writer)),
-                      (client_to_upstream, upstream_to_client), runtime.config.gateway.idle_timeouts())
+    async def _relay(self, relay: Relay) -> None:
         await relay.run()
         if relay.timed_out is not None:
             self.counters.add(f"relay.idle_timeout.{'client' if relay.timed_out == 0 else 'server'}")

@@ -8,19 +8,18 @@ import socket
 
 import pytest
 
-from gateway.proxy.relay import RawTransform, Relay
+from gateway.proxy.relay import PlainSide, Relay
 
 
 async def relay_between(idle: tuple[float, float]) -> tuple[Relay, socket.socket, socket.socket, asyncio.Task[None]]:
     client_peer, client_ours = socket.socketpair()
     server_peer, server_ours = socket.socketpair()
-    for s in (client_peer, server_peer):
+    for s in (client_peer, server_peer, client_ours, server_ours):
         s.setblocking(False)
-    client = await asyncio.open_connection(sock=client_ours)
-    server = await asyncio.open_connection(sock=server_ours)
     counted = [0, 0]
-    relay = Relay((client, server), (RawTransform(lambda n: counted.__setitem__(0, counted[0] + n)),
-                                     RawTransform(lambda n: counted.__setitem__(1, counted[1] + n))), idle)
+    relay = Relay((PlainSide(client_ours), PlainSide(server_ours)),
+                  (lambda data: counted.__setitem__(0, counted[0] + len(data)),
+                   lambda data: counted.__setitem__(1, counted[1] + len(data))), idle)
     task = asyncio.ensure_future(relay.run())
     return relay, client_peer, server_peer, task
 
