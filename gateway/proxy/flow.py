@@ -66,6 +66,7 @@ from gateway.tls.contexts import (
     signature_of,
 )
 from gateway.tls.endpoint import CHUNK, TlsEndpoint, TlsFailure
+from gateway.tls.groups import upstream_groups
 from gateway.tls.versions import OfferRefusal, UpstreamOffer
 from gateway.tunnel.flows import FlowTable
 
@@ -359,7 +360,8 @@ class FlowHandler:
         present the client's, so the flow must not be decrypted (the caller bypasses it).
         """
         upstream = await self._connect(record.client, record.server, record.server_port)
-        up_tls = TlsEndpoint(contexts.new_connection(offer, hello.sni, alpn, site, time.monotonic()))
+        groups = upstream_groups(hello.supported_groups, hello.key_share_groups)
+        up_tls = TlsEndpoint(contexts.new_connection(offer, hello.sni, alpn, site, time.monotonic(), groups))
         try:
             await self._handshake(up_tls, upstream, runtime.config.gateway.handshake_timeout)
         except (TlsFailure, TimeoutError) as exc:

@@ -55,6 +55,7 @@ EXT_SESSION_TICKET = 35
 EXT_PRE_SHARED_KEY = 41
 EXT_EARLY_DATA = 42
 EXT_SUPPORTED_VERSIONS = 43
+EXT_KEY_SHARE = 51
 EXT_ENCRYPTED_CLIENT_HELLO = 0xFE0D
 
 _CONTENT_TYPE_NAMES = {20: "change_cipher_spec", 21: "alert", 22: "handshake", 23: "application_data", 24: "heartbeat"}
@@ -104,6 +105,8 @@ class ClientHello:
     """The session_ticket extension is present (RFC 5077), possibly carrying a ticket."""
     raw: bytes = field(repr=False)
     """Every byte fed to the parser, in order, to replay to the TLS endpoint chosen for the flow."""
+    key_share_groups: tuple[int, ...] = ()
+    """The groups the key_share extension (RFC 8446 4.2.8) carries a share for, in order."""
 
     @property
     def offered_tls_versions(self) -> tuple[TlsVersion, ...]:
@@ -332,6 +335,7 @@ def _parse_body(body: bytes, record_version: int | None, raw: bytes) -> ClientHe
     supported_versions: tuple[int, ...] = ()
     supported_groups: tuple[int, ...] = ()
     signature_algorithms: tuple[int, ...] = ()
+    key_share_groups: tuple[int, ...] = ()
     if not c.at_end:  # SSL 3.0 and early TLS clients may send no extensions block at all
         block = c.vector(2, "extensions")
         c.expect_end("the extensions")
@@ -354,6 +358,8 @@ def _parse_body(body: bytes, record_version: int | None, raw: bytes) -> ClientHe
             elif ext_type == EXT_SIGNATURE_ALGORITHMS:
                 signature_algorithms = _uint16_list(data.vector(2, "signature_algorithms"), "signature_algorithms")
                 data.expect_end("signature_algorithms")
+            elif ext_type == EXT_KEY_SHARE:
+                key_share_groups = _key_share_groups(data)
 
     return ClientHello(
         record_version=record_version if record_version is not None else legacy_version,
@@ -370,7 +376,21 @@ def _parse_body(body: bytes, record_version: int | None, raw: bytes) -> ClientHe
         signature_algorithms=signature_algorithms,
         has_session_ticket=EXT_SESSION_TICKET in extensions,
         raw=raw,
+        key_share_groups=key_share_groups,
     )
+
+
+def _key_share_groups(data: _Cursor) -> tuple[int, ...]:
+    """RFC 8446 4.2.8: client_shares, a list of (group, key_exchange); may be empty (the
+    client then waits for a HelloRetryRequest)."""
+    shares = data.vector(2, "key_share list")
+    data.expect_end("key_share")
+    groups: list[int] = []
+    while not shares.at_end:
+        groups.append(shares.uint(2, "key_share group"))
+        if not shares.vector(2, "key_share key_exchange").rest():
+            raise ClientHelloError("key_share entry with an empty key")
+    return tuple(groups)
 
 
 def _server_name(data: _Cursor) -> str:

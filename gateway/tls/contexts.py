@@ -189,9 +189,13 @@ def build_upstream_context(settings: TlsSettings | tuple[TlsVersion, ...],
 
 
 def new_upstream_connection(context: SSL.Context, sni: str | None, alpn: tuple[str, ...],
-                            session: SSL.Session | None = None) -> SSL.Connection:
+                            session: SSL.Session | None = None, groups: str | None = None) -> SSL.Connection:
+    """`groups`: the key-exchange group list (`gateway.tls.groups.upstream_groups`); None
+    keeps the context's."""
     connection = SSL.Connection(context, None)
     connection.set_connect_state()
+    if groups is not None and lib.SSL_set1_curves_list(connection._ssl, groups.encode("ascii")) != 1:
+        lib.ERR_clear_error()  # none of them usable here: OpenSSL's default list stays
     connection.set_app_data(UpstreamLegState())
     if sni:
         connection.set_tlsext_host_name(sni.encode("idna"))
@@ -255,13 +259,13 @@ class UpstreamContexts:
         return context
 
     def new_connection(self, offer: UpstreamOffer, sni: str | None, alpn: tuple[str, ...],
-                       site: Hashable, now: float) -> SSL.Connection:
+                       site: Hashable, now: float, groups: str | None = None) -> SSL.Connection:
         """A connecting upstream connection, resuming the site's last session if there is
         one from this very context (pyOpenSSL refuses sessions of other contexts)."""
         context = self.context(offer)
         cached = self.sessions.get((site, offer), now)
         session = cached[1] if cached is not None and cached[0] is context else None
-        return new_upstream_connection(context, sni, alpn, session)
+        return new_upstream_connection(context, sni, alpn, session, groups)
 
     def remember_session(self, offer: UpstreamOffer, site: Hashable, connection: SSL.Connection,
                          now: float) -> None:

@@ -13,6 +13,7 @@ from gateway.errors import TlsgwError
 from gateway.tls.clienthello import (
     CLIENTHELLO_MAX_BYTES,
     EXT_ALPN,
+    EXT_KEY_SHARE,
     EXT_SERVER_NAME,
     EXT_SUPPORTED_VERSIONS,
     ClientHello,
@@ -101,6 +102,7 @@ def test_tls13_hello_is_parsed_from_any_chunking(chunk: int) -> None:
     assert hello.legacy_version == 0x0303 and hello.record_version >> 8 == 3
     assert EXT_SUPPORTED_VERSIONS in hello.extensions and EXT_SERVER_NAME in hello.extensions
     assert hello.supported_groups and hello.signature_algorithms
+    assert hello.key_share_groups and set(hello.key_share_groups) <= set(hello.supported_groups)
     assert hello.raw == TLS13
 
 
@@ -374,3 +376,23 @@ def test_any_split_of_a_real_hello_parses_the_same(data: bytes, cuts: list[int])
     points = sorted({c for c in cuts if c < len(data)})
     chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)])]
     assert _feed_all(chunks) == parse_client_hello(data)
+
+
+# -- key_share ---------------------------------------------------------------------------
+
+
+def test_key_share_groups_in_order() -> None:
+    shares = vec(2, b"\x11\xec" + vec(2, b"k" * 32) + b"\x00\x1d" + vec(2, b"x" * 32))
+    hello = parse_client_hello(built([(EXT_KEY_SHARE, shares)]))
+    assert hello.key_share_groups == (0x11EC, 0x001D)
+
+
+def test_empty_key_share_list_is_allowed() -> None:
+    assert parse_client_hello(built([(EXT_KEY_SHARE, vec(2, b""))])).key_share_groups == ()
+
+
+@pytest.mark.parametrize("data", [vec(2, b"\x00\x1d" + vec(2, b"")), vec(2, b"\x00\x1d\x00"), vec(2, b"") + b"x"],
+                         ids=["empty key", "truncated", "trailing bytes"])
+def test_malformed_key_share_is_refused(data: bytes) -> None:
+    with pytest.raises(ClientHelloError, match="key_share"):
+        parse_client_hello(built([(EXT_KEY_SHARE, data)]))
