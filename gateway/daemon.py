@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway import __version__
+from gateway import __version__, gc_policy
 from gateway.config.load import load_config, parse_config, read_config_text
 from gateway.config.model import FailMode, GatewayConfig, Segment
 from gateway.control.permissions import Peer, Role, locked_policy_changes
@@ -80,7 +80,12 @@ from gateway.workers.pool import WorkerError, WorkerPool, ensure_ports_free, usa
 from gateway.workers.sizing import resolve_workers, uses_worker_processes
 from netfilter.connections import own_flow_tuples
 from netfilter.errors import NetfilterError
-from netfilter.fallback import ALIVE_REFRESH_INTERVAL, ALIVE_TIMEOUT, FlowTuple, SteeringState
+from netfilter.fallback import (
+    ALIVE_REFRESH_INTERVAL,
+    ALIVE_TIMEOUT,
+    FlowTuple,
+    SteeringState,
+)
 from netfilter.live import AliveKeeper, LiveSteering
 
 logger = logging.getLogger(__name__)
@@ -251,6 +256,7 @@ class Daemon:
                     logger.info("tlsgw serving %d segment(s)%s; inspection log %s", segments,
                                 f" with {self.pool.count} worker processes" if self.pool is not None else "",
                                 config.gateway.inspection_log)
+                    gc_policy.settle_after_startup()
                     self.notifier.ready(status)
                     await self._stop.wait()
                     logger.info("stopping")

@@ -28,6 +28,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway import gc_policy
 from gateway.config.load import parse_config
 from gateway.config.model import Segment
 from gateway.daemon import ListenerSlot, TrackedHandler
@@ -103,6 +104,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         reader, self._writer = await asyncio.open_unix_connection(sock=self.channel, limit=MAX_LINE_BYTES)
+        gc_policy.settle_after_startup()
         serving = asyncio.create_task(self._serve(reader))
         stop = asyncio.create_task(self._stop.wait())
         try:
