@@ -38,6 +38,7 @@ from gateway.pki.memory_keys import MemoryKeys, reimport_hint
 from gateway.pki.server_certs import ServerCertificates
 from gateway.pki.store import CertStore, StoredCert, open_store
 from gateway.pki.trust import TrustAnchors, load_trust_anchors
+from gateway.pki.verify_cache import VerifyCache
 from gateway.policy.site_bypass import SiteBypassCache
 from gateway.tls.ciphers import Signature
 from gateway.tls.contexts import (
@@ -122,6 +123,8 @@ class Runtime:
     out_of_service: frozenset[tuple[str, str, str]] = frozenset()
     """(profile, "server" or "client", policy) enabled in the file but taken as disabled in
     `config` because its proxy lacks such a key."""
+    verify_cache: VerifyCache = field(default_factory=VerifyCache)
+    """Upstream verifications against this snapshot's trust anchors (a reload starts afresh)."""
 
     def expiry_warnings(self, now: dt.datetime) -> list[str]:
         """Certificates of this snapshot that expire within 30 days or have (see gateway.pki.expiry)."""

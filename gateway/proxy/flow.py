@@ -44,12 +44,17 @@ from gateway.observability.counters import Counters
 from gateway.observability.flowlog import FlowRecord, InspectionLog
 from gateway.observability.reasons import flow_counts
 from gateway.observability.sessions import SessionTable
-from gateway.pki.verify import VerifyResult, verify_upstream
+from gateway.pki.verify import VerifyResult
 from gateway.policy.decision import Action, Decision, Outcome, PolicyKind
 from gateway.policy.engine import decide, exempt_by_certificate
 from gateway.policy.facts import FlowFacts
 from gateway.policy.limits import ConcurrencyLimit
-from gateway.policy.site_bypass import BypassReason, BypassSettings, Site, is_pinning_symptom
+from gateway.policy.site_bypass import (
+    BypassReason,
+    BypassSettings,
+    Site,
+    is_pinning_symptom,
+)
 from gateway.proxy import sockets
 from gateway.proxy.relay import PlainSide, Relay, TlsSide
 from gateway.runtime import ClientProxyMaterial, Runtime
@@ -478,7 +483,7 @@ class FlowHandler:
         now = _now()
         host = hello.sni or record.server
         anchors = runtime.trust_anchors[decision.trust_store or ""]
-        result = verify_upstream(chain, host, anchors, now=now, min_key_length=proxy.min_key_length)
+        result = runtime.verify_cache.verify(chain, host, anchors, now=now, min_key_length=proxy.min_key_length)
         _note_upstream_certificate(record, chain, result)
 
         if chain and hello.sni is None:
