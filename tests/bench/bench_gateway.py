@@ -659,7 +659,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Plan]:
                         help="set gateway.workers (auto or a number) in the lab's configuration; "
                              "default: the configuration's own default")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
-                        help="record py-spy profiles of tlsgw during the handshake and parallel bulk loads of the "
+                        help="record py-spy profiles of tlsgw during the handshake, keep-alive and parallel bulk loads of the "
                              "first gateway round into DIR, and print their top frames (needs py-spy; the "
                              "profiled round runs slower)")
     parser.add_argument("--profile-native", action="store_true",
