@@ -204,23 +204,29 @@ class FlowHandler:
                 self._end(record, decision.outcome, decision.reason)
                 client.close(reset=self._reset_client(runtime, decision))
                 return
+            # Each branch creates the coroutine that serves the flow, then this frame lets
+            # go of the parsed ClientHello (about 2 KiB) before awaiting it: the relay may
+            # last hours, and the callee drops its own reference after the handshakes.
             if decision.action is Action.SPLICE:
-                upstream = await self._relay_untouched(runtime, client, hello, record, decision.outcome,
-                                                       decision.reason)
+                untouched = self._relay_untouched(runtime, client, hello, record, decision.outcome, decision.reason)
+                del hello, facts
+                upstream = await untouched
                 return
             site = Site(IPv4Address(server_ip), server_port, hello.sni)
             bypass = runtime.process.site_bypass.lookup(site, time.monotonic())
             if bypass is not None:
                 self.counters.add(f"bypassed.{bypass.name.lower()}")
-                upstream = await self._relay_untouched(runtime, client, hello, record, Outcome.BYPASSED,
-                                                       f"{bypass.value} {REMEMBERED_NOTE}")
+                untouched = self._relay_untouched(runtime, client, hello, record, Outcome.BYPASSED,
+                                                  f"{bypass.value} {REMEMBERED_NOTE}")
+                del hello, facts
+                upstream = await untouched
                 return
+            decrypt = self._decrypt_server if decision.action is Action.DECRYPT_SERVER else self._decrypt_client
+            decrypting = decrypt(runtime, decision, hello, client, record, site)
+            del hello, facts
             self.concurrency.active += 1
             try:
-                if decision.action is Action.DECRYPT_SERVER:
-                    upstream = await self._decrypt_server(runtime, decision, hello, client, record, site)
-                else:
-                    upstream = await self._decrypt_client(runtime, decision, hello, client, record, site)
+                upstream = await decrypting
             finally:
                 self.concurrency.active -= 1
         except FlowEnded:
@@ -339,6 +345,7 @@ class FlowHandler:
         self._end(record, outcome, reason)
         await upstream.send(hello.raw)
         record.bytes_up += len(hello.raw)
+        del hello  # not needed while relaying (see `handle`)
         await self._splice(runtime, client, upstream, record)
         return upstream
 
@@ -456,6 +463,7 @@ class FlowHandler:
                                             client, upstream, up_tls, record,
                                             reset_upstream=material.proxy.tcp_reset_server)
         self._end(record, Outcome.DECRYPTED, decision.reason)
+        del hello  # not needed past the handshakes (see `handle`)
         await self._relay_decrypted(runtime, material.proxy.decrypted_service, client, client_tls,
                                     upstream, up_tls, record)
         # After the relay: TLS 1.3 servers send their tickets after the handshake.
@@ -526,9 +534,9 @@ class FlowHandler:
             upstream, up_tls, record, note="" if trusted else verdict.reason, on_failure=pinning_symptom,
             issuer="the signing CA" if trusted else "the untrusted CA")
         self._end(record, Outcome.DECRYPTED, decision.reason if trusted else verdict.reason)
-        # The relay may last hours: do not keep the parsed upstream chain and its verdict
-        # alive in this frame meanwhile (memory per idle connection, issue 8).
-        del chain, result
+        # The relay may last hours: do not keep the parsed upstream chain, its verdict and
+        # the ClientHello alive in this frame meanwhile (memory per idle connection, issue 8).
+        del chain, result, hello
         await self._relay_decrypted(runtime, proxy.decrypted_service, client, client_tls, upstream, up_tls, record)
         material.upstream_contexts.remember_session(offer, site, up_tls.connection, time.monotonic())
         pinning_symptom(None)

@@ -61,6 +61,8 @@ class Side(Protocol):
 class PlainSide:
     """A leg whose bytes are relayed as they are: each read is sent at once."""
 
+    __slots__ = ("_backlog", "sock")
+
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._backlog: list[bytes] = []
@@ -113,6 +115,8 @@ class PlainSide:
 
 class TlsSide:
     """A leg in TLS, through its endpoint's memory BIOs."""
+
+    __slots__ = ("_closing", "_socket_empty", "endpoint", "sock")
 
     def __init__(self, sock: socket.socket, endpoint: TlsEndpoint) -> None:
         self.sock = sock
@@ -171,6 +175,10 @@ class Relay:
 
     `observers[0]` sees what leg 0 sends (on its way to leg 1), and vice versa.
     """
+
+    # One per intercepted connection, alive as long as it is: no __dict__ (issue 8).
+    __slots__ = ("_backlog", "_done", "_fds", "_finished", "_finishing", "_last_activity", "_loop", "_reading",
+                 "_timer", "_writing", "ended", "error", "idle_timeouts", "observers", "sides", "timed_out")
 
     def __init__(self, sides: tuple[Side, Side], observers: tuple[Callable[[bytes], None], Callable[[bytes], None]],
                  idle_timeouts: tuple[float, float]) -> None:

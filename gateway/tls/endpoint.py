@@ -96,6 +96,8 @@ class Signal(enum.Enum):
 class TlsEndpoint:
     """A pyOpenSSL connection in memory-BIO mode, on either side of the proxy."""
 
+    __slots__ = ("_burst", "_from_ssl", "_into_ssl", "_ssl", "closed", "connection", "handshake_done")
+
     def __init__(self, connection: SSL.Connection) -> None:
         self.connection = connection
         self.handshake_done = False
