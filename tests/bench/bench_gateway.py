@@ -171,8 +171,8 @@ FDS_PER_IDLE_CONNECTION = 2
 FD_MARGIN = 1024
 CLIENT_TOOLS = ("wrk", "curl", "openssl")
 IDLE_CLIENT = Path(__file__).with_name("idle_client.py")
-PROFILED_LOADS = ("handshakes", "keepalive", "parallel")
-"""What `--profile` records: the handshake path, the per-request path and the bulk relay path."""
+PROFILED_LOADS = ("handshakes", "keepalive", "latency", "parallel")
+"""What `--profile` records: the handshake path, the per-request path (64 connections and one) and the bulk relay path."""
 
 
 # --- processes and the machine (impure) ------------------------------------------------
