@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.config.model import TlsVersion
 from gateway.tls.ciphers import (
@@ -102,6 +102,15 @@ class UpstreamOffer:
     """Empty when `min_version` is TLS 1.3."""
     tls13: tuple[Suite, ...]
     """Empty when `max_version` is below TLS 1.3."""
+    _hash: int = field(init=False, repr=False, compare=False)
+    """Computed once: an offer is a dictionary key looked up several times per connection."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.min_version.value, self.max_version.value, self.tls12,
+                                                self.tls13)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def selection(self) -> SuiteSelection:
