@@ -24,6 +24,7 @@ raises out of `handle()`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
@@ -134,14 +135,20 @@ def certificate_names(cert: x509.Certificate) -> tuple[str, ...]:
         return tuple(str(a.value) for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME))
 
 
+@functools.lru_cache(maxsize=1024)
+def _leaf_facts(leaf: x509.Certificate) -> tuple[str, str, str, str]:
+    """Subject, issuer, SHA-256 fingerprint and expiry as the flow log shows them. Cached
+    by certificate (equal when their DER is): a site sends the same leaf to every
+    connection, and formatting the names was a visible part of each handshake (issue 8)."""
+    return (_name_of(leaf.subject), _name_of(leaf.issuer), leaf.fingerprint(hashes.SHA256()).hex(),
+            leaf.not_valid_after_utc.isoformat())
+
+
 def _note_upstream_certificate(record: FlowRecord, chain: list[x509.Certificate], result: VerifyResult) -> None:
     """The upstream certificate in the flow record: by subject, issuer and fingerprint."""
     info = record.upstream_certificate
     if chain:
-        leaf = chain[0]
-        info.subject, info.issuer = _name_of(leaf.subject), _name_of(leaf.issuer)
-        info.sha256 = leaf.fingerprint(hashes.SHA256()).hex()
-        info.not_after = leaf.not_valid_after_utc.isoformat()
+        info.subject, info.issuer, info.sha256, info.not_after = _leaf_facts(chain[0])
     info.verification = "ok" if result.ok else (
         f"{result.reason.value if result.reason else 'invalid'}: {result.detail}")
 
