@@ -105,7 +105,12 @@ class Leg:
         self.sock = sock
 
     async def recv(self) -> bytes:
-        return await asyncio.get_running_loop().sock_recv(self.sock, CHUNK)
+        # Try first: what the peer sent may be here already (a ClientHello right behind the
+        # TCP handshake), and waiting costs a poll registration in uvloop.
+        try:
+            return self.sock.recv(CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return await asyncio.get_running_loop().sock_recv(self.sock, CHUNK)
 
     async def send(self, data: bytes) -> None:
         if data:
@@ -335,9 +340,18 @@ class FlowHandler:
         return Leg(await sockets.connect_as(client_ip, (server_ip, server_port), CONNECT_TIMEOUT))
 
     async def _handshake(self, endpoint: TlsEndpoint, leg: Leg, timeout: float) -> None:
+        """Run one leg's handshake. What a TLS 1.3 endpoint writes as the handshake
+        completes (our Finished toward the server, session tickets toward the client) is
+        left in its outgoing buffer: no peer waits for it, and the relay sends it with the
+        first data that follows, one system call (and packet) fewer per leg (issue 8).
+        The relay flushes the server-facing leg as it starts, so server-first protocols
+        (the server speaks once it has our Finished) are not held up. A TLS 1.2 peer does
+        wait for our last flight, which is sent at once."""
         async with asyncio.timeout(timeout):
             while True:
                 done = endpoint.handshake()
+                if done and endpoint.version == "TLSv1.3":
+                    return
                 await leg.send(endpoint.data_to_send())
                 if done:
                     return
@@ -590,8 +604,10 @@ class FlowHandler:
                 observer.server_data(plain)
 
         try:
+            # The client's session tickets wait for the first data toward it; our Finished
+            # toward the server goes out as the relay starts (see _handshake).
             await self._relay(Relay((TlsSide(client.sock, client_tls), TlsSide(upstream.sock, up_tls)), (up, down),
-                                    runtime.config.gateway.idle_timeouts()))
+                                    runtime.config.gateway.idle_timeouts(), prompt=(False, True)))
         finally:
             if observer is not None:
                 record.http = observer.messages

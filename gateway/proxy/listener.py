@@ -22,14 +22,29 @@ ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, er
 # Long enough for some sessions to end and free descriptors, short enough that the
 # backlog does not overflow on a busy link.
 ACCEPT_BACKOFF_SECONDS = 0.1
+# Connections accepted straight from the backlog before the loop runs other work.
+ACCEPT_BATCH = 16
 
 
 async def serve(sock: socket.socket, handler: FlowHandler) -> None:
     loop = asyncio.get_running_loop()
+    direct = 0
     async with asyncio.TaskGroup() as group:
         while True:
             try:
-                conn, _ = await loop.sock_accept(sock)
+                try:
+                    # Connections often arrive in bursts: take what is queued without a
+                    # trip through the event loop, which under uvloop registers and drops
+                    # the listening socket with epoll for every accept (issue 8); but let
+                    # the flows already accepted run between batches.
+                    if direct == ACCEPT_BATCH:
+                        direct = 0
+                        await asyncio.sleep(0)
+                    conn, _ = sock.accept()
+                    direct += 1
+                except (BlockingIOError, InterruptedError):
+                    direct = 0
+                    conn, _ = await loop.sock_accept(sock)
             except OSError as exc:
                 if exc.errno in ACCEPT_CAPACITY_ERRNOS:
                     logger.warning("accept on %s: %s; backing off", sock.getsockname(), exc.strerror)

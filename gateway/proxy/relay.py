@@ -55,7 +55,7 @@ class Side(Protocol):
 
     def probably_more(self, data: bytes) -> bool: ...
 
-    def trim(self, always: bool = False) -> None: ...
+    def trim(self, always: bool = False) -> bool: ...
 
 
 class PlainSide:
@@ -109,19 +109,20 @@ class PlainSide:
     def probably_more(self, data: bytes) -> bool:
         return len(data) == CHUNK  # else the kernel had no more: its next event will say
 
-    def trim(self, always: bool = False) -> None:
-        pass
+    def trim(self, always: bool = False) -> bool:
+        return False
 
 
 class TlsSide:
     """A leg in TLS, through its endpoint's memory BIOs."""
 
-    __slots__ = ("_closing", "_socket_empty", "endpoint", "sock")
+    __slots__ = ("_closing", "_renewed", "_socket_empty", "endpoint", "sock")
 
     def __init__(self, sock: socket.socket, endpoint: TlsEndpoint) -> None:
         self.sock = sock
         self.endpoint = endpoint
         self._closing = False
+        self._renewed = False
         self._socket_empty = False
 
     def start_reading(self) -> None:
@@ -144,7 +145,12 @@ class TlsSide:
         self.endpoint.write_plaintext(data)
 
     def flush(self) -> bool:
-        return self.endpoint.flush(self.sock)
+        if not self.endpoint.flush(self.sock):
+            return False
+        if not self._renewed:
+            # The first time all is out: drop the buffers the handshake's flights grew.
+            self._renewed = self.endpoint.trim(always=True)
+        return True
 
     def finish(self) -> bool:
         if not self._closing:
@@ -166,8 +172,8 @@ class TlsSide:
         # asking costs no system call once the socket is known to be empty.
         return True
 
-    def trim(self, always: bool = False) -> None:
-        self.endpoint.trim(always)
+    def trim(self, always: bool = False) -> bool:
+        return self.endpoint.trim(always)
 
 
 class Relay:
@@ -178,11 +184,16 @@ class Relay:
 
     # One per intercepted connection, alive as long as it is: no __dict__ (issue 8).
     __slots__ = ("_backlog", "_done", "_fds", "_finished", "_finishing", "_last_activity", "_loop", "_reading",
-                 "_timer", "_writing", "ended", "error", "idle_timeouts", "observers", "sides", "timed_out")
+                 "_holding", "_timer", "_writing", "ended", "error", "idle_timeouts", "observers", "sides",
+                 "timed_out")
 
     def __init__(self, sides: tuple[Side, Side], observers: tuple[Callable[[bytes], None], Callable[[bytes], None]],
-                 idle_timeouts: tuple[float, float]) -> None:
+                 idle_timeouts: tuple[float, float], prompt: tuple[bool, bool] = (True, True)) -> None:
+        """`prompt[i]`: send what leg i's TLS endpoint still holds from its handshake as
+        the relay starts, rather than with the first data for it (see FlowHandler._handshake)."""
         self.sides = sides
+        self._holding = [not p for p in prompt]
+        """Leg i keeps what its handshake left unsent until data goes to it (or a tick)."""
         self.observers = observers
         self.idle_timeouts = idle_timeouts
         self.ended = [False, False]
@@ -214,8 +225,8 @@ class Relay:
             for index in (0, 1):
                 self._read(index)
             for index in (0, 1):
-                if self._flush(index):
-                    self.sides[index].trim(always=True)  # the handshake's buffers
+                if not self._holding[index]:
+                    self._flush(index)
             self._settle()
             if not self._done.done():
                 self._timer = loop.call_later(self._tick(), self._check_idle)
@@ -272,10 +283,11 @@ class Relay:
                 self.timed_out = leg
                 self._finish_relay()
                 return
-            if quiet >= TICK_SECONDS:
+            if quiet >= TICK_SECONDS and self._flush(leg):  # held tickets go out now at the latest
                 self.sides[leg].trim()
             remaining.append(timeout - quiet)
         assert self._loop is not None
+        self._settle()
         self._timer = self._loop.call_later(min(remaining), self._check_idle)
 
     # -- the work ----------------------------------------------------------------------------
@@ -310,9 +322,11 @@ class Relay:
         if moved:
             self._last_activity[index] = self._last_activity[other] = time.monotonic()
             self._flush(other)
-        self._flush(index)  # what OpenSSL wrote while reading (alerts, key updates)
+        if not self._holding[index]:
+            self._flush(index)  # what OpenSSL wrote while reading (alerts, key updates)
 
     def _flush(self, index: int) -> bool:
+        self._holding[index] = False
         done = self.sides[index].flush()
         self._backlog[index] = not done
         return done

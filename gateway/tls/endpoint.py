@@ -233,27 +233,28 @@ class TlsEndpoint:
             sent -= lib.BIO_read(self._from_ssl, _SCRATCH, min(sent, CHUNK))
         return lib.BIO_get_mem_data(self._from_ssl, _DATA) <= 0
 
-    def trim(self, always: bool = False) -> None:
+    def trim(self, always: bool = False) -> bool:
         """Swap both BIOs for fresh ones if they are empty and a burst went through them
         since the last time (or `always`: right after the handshake, whose flights they
         still hold room for), releasing the buffers it grew. Not after every burst:
         regrowing costs reallocations on busy connections, so the relay calls this on
         quiet ones. SSL_set_bio frees the old pair."""
         if self._burst <= RENEW_AFTER and not always:
-            return
+            return False
         if (lib.BIO_get_mem_data(self._into_ssl, _DATA) > 0
                 or lib.BIO_get_mem_data(self._from_ssl, _DATA) > 0):
-            return
+            return False
         incoming, outgoing = lib.BIO_new(lib.BIO_s_mem()), lib.BIO_new(lib.BIO_s_mem())
         if incoming == ffi.NULL or outgoing == ffi.NULL:
             for bio in (incoming, outgoing):
                 if bio != ffi.NULL:
                     lib.BIO_free(bio)
-            return  # out of memory: keep the old ones, they work
+            return False  # out of memory: keep the old ones, they work
         lib.SSL_set_bio(self._ssl, incoming, outgoing)
         self._into_ssl = self.connection._into_ssl = incoming
         self._from_ssl = self.connection._from_ssl = outgoing
         self._burst = 0
+        return True
 
     def close(self) -> None:
         """Queue close_notify; harmless if the session is already broken."""
