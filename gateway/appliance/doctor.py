@@ -21,6 +21,12 @@ What is checked, and why it matters to tlsgw:
   segment port is enslaved to it and carries no address, each VLAN device exists;
 - every certificate the configuration names can be used, and none has expired or
   expires within 30 days;
+- certificates whose private key lives only in the running gateway's memory
+  (`pki.persist_keys: false`) and that it does not hold (after a restart, until imported
+  again): their policies are out of service. The running gateway is asked, as
+  `tlsgw status` does, and its own words (path, effect, repair) are reported; with no
+  gateway answering, the references a gateway starting now would lack are warned about,
+  in `tlsgw check-config`'s words;
 - the service state, and rules left loaded with no tlsgw running (after a crash).
 """
 
@@ -28,11 +34,14 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from gateway.config.model import GatewayConfig, NetfilterBackendName
+from gateway.errors import ConfigIssue
 from gateway.pki.expiry import EXPIRY_WARNING_DAYS
+from gateway.pki.memory_keys import reimport_hint
 
 # nft 0.9.3 is the first release whose parser has both the `tproxy` statement and
 # `socket transparent`; older versions cannot even read tlsgw's rules.
@@ -115,6 +124,16 @@ class XtFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class GatewayKeys:
+    """What the running gateway answered about keys kept only in its memory (the `keys`
+    of `tlsgw status`)."""
+
+    missing: tuple[ConfigIssue, ...]
+    """Each reference to a certificate whose key it lacks, worded by the gateway
+    (`gateway.runtime.missing_key_issues`: what is out of service, and the repair)."""
+
+
+@dataclass(frozen=True, slots=True)
 class HostFacts:
     now: dt.datetime
     config_path: str
@@ -134,6 +153,13 @@ class HostFacts:
     certificate_problems: tuple[str, ...] = ()
     """From `check_certificates`: references that cannot be used, by config path."""
     certificates: tuple[CertDates, ...] = ()
+    memory_key_references: tuple[ConfigIssue, ...] = ()
+    """From `check_certificates`'s warnings: references to certificates whose key lives
+    only in a gateway's memory, which a gateway starting now would lack."""
+    gateway_keys: GatewayKeys | None = None
+    """None: no gateway answered on the configuration's control socket."""
+    gateway_silent: str = ""
+    """Why no gateway answered (the control socket's error), when none did."""
     service: ServiceState = ServiceState.NO_SYSTEMD
     rules_loaded: bool = False
     """tlsgw's tables (or iptables chains) are in the kernel."""
@@ -352,6 +378,8 @@ def _certificates(facts: HostFacts) -> list[Finding]:
     pki = facts.config.pki.dir
     found = [Finding(Severity.PROBLEM, "certificates", problem, _certificate_fix(problem, pki))
              for problem in facts.certificate_problems]
+    keys = _memory_keys(facts, facts.config)
+    found += [f for f in keys if f.severity is not Severity.OK]
     for cert in facts.certificates:
         left = cert.not_after - facts.now
         day = cert.not_after.date().isoformat()
@@ -362,7 +390,69 @@ def _certificates(facts: HostFacts) -> list[Finding]:
             found.append(Finding(Severity.WARNING, "certificates", f"{cert.role} ({cert.name!r}) expires on {day}",
                                  f"renew it before then and replace {cert.name!r} in {pki}"))
     return found or [_ok("certificates", f"{len(facts.certificates)} in use, none expiring within "
-                                         f"{EXPIRY_WARNING_DAYS} days")]
+                                         f"{EXPIRY_WARNING_DAYS} days"), *keys]
+
+
+# The config paths `gateway.runtime` names a certificate reference by.
+_SIGNING_PATH = re.compile(r"client_proxies\[(\d+)\]\.signing_certificate")
+_SERVER_CERTIFICATE_PATH = re.compile(r"server_proxies\[(\d+)\]\.certificates\[(\d+)\]")
+
+
+def certificate_at(config: GatewayConfig, path: str) -> str | None:
+    """The certificate name a reference's config path points at in `config`, if any."""
+    if found := _SIGNING_PATH.fullmatch(path):
+        i = int(found[1])
+        return config.client_proxies[i].signing_certificate if i < len(config.client_proxies) else None
+    if found := _SERVER_CERTIFICATE_PATH.fullmatch(path):
+        i, j = int(found[1]), int(found[2])
+        if i < len(config.server_proxies) and j < len(config.server_proxies[i].certificates):
+            return config.server_proxies[i].certificates[j]
+    return None
+
+
+def _repair(config: GatewayConfig, issue: ConfigIssue) -> tuple[str, str | None]:
+    """(the finding's message, the repair command) from a missing-key issue. The issue
+    already ends with the repair (`reimport_hint`); it moves to the fix line when the
+    certificate's name can be told, and stays in the message otherwise (a running gateway
+    whose configuration is not the file's)."""
+    name = certificate_at(config, issue.path)
+    if name is None or f"certificate {name!r}" not in issue.message:
+        return str(issue), None
+    hint = reimport_hint(name)
+    return str(ConfigIssue(issue.path, issue.message.removesuffix(f"; {hint}"))), hint
+
+
+def _memory_keys(facts: HostFacts, config: GatewayConfig) -> list[Finding]:
+    """Only the running gateway knows which keys it holds, so it is asked; the file alone
+    can only say what a gateway starting now would lack."""
+    answer = facts.gateway_keys
+    found: list[Finding] = []
+    if answer is not None:
+        for issue in answer.missing:
+            message, hint = _repair(config, issue)
+            found.append(Finding(Severity.PROBLEM, "certificates", message,
+                                 f"{hint or 'run the `tlsgw cert import` it names'}\n(as root or a member of "
+                                 "tlsgw-admin; the key goes to the running gateway, which puts the policies back "
+                                 "in service)"))
+        if not found and facts.memory_key_references:
+            found.append(_ok("certificates", f"the running gateway holds every key kept only in its memory "
+                                             f"({len(facts.memory_key_references)} reference(s))"))
+        return found
+    if not facts.memory_key_references:
+        return []
+    if _running(facts):
+        return [Finding(Severity.WARNING, "certificates",
+                        f"{len(facts.memory_key_references)} certificate reference(s) need a key kept only in the "
+                        f"running gateway's memory, but the gateway did not answer ({facts.gateway_silent or '?'}): "
+                        "whether it holds them is unknown",
+                        "run `tlsgw doctor` as root (or as a user who may run `tlsgw status`, which lists the "
+                        "keys it lacks)")]
+    for issue in facts.memory_key_references:
+        message, hint = _repair(config, issue)
+        found.append(Finding(Severity.WARNING, "certificates", message,
+                             f"start tlsgw, then {hint}" if hint else "start tlsgw, then run the `tlsgw cert import` "
+                             "it names"))
+    return found
 
 
 def _certificate_fix(problem: str, pki: str) -> str:

@@ -4,7 +4,9 @@ Everything here only reads: the kernel probes use `nft -c`, which runs the kerne
 checks on a throwaway table and commits nothing; links come from `ip -j`; sysctls from
 /proc/sys; the certificate store is opened without keys where dates are all that
 matter. With `netns`, the network facts come from that namespace (tests, labs); the
-service state and the files on disk are the host's.
+service state, the files on disk and the control socket are the host's. The running
+gateway is asked for its `status` only (any role may), to learn which keys kept only in
+its memory it lacks.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from gateway.appliance.doctor import (
     XT_MATCHES,
     XT_TARGETS,
     CertDates,
+    GatewayKeys,
     HostFacts,
     LinkFacts,
     Probe,
@@ -33,10 +36,11 @@ from gateway.appliance.doctor import (
     XtFacts,
 )
 from gateway.config.model import GatewayConfig, NetfilterBackendName
-from gateway.errors import ConfigError, PkiError
+from gateway.errors import ConfigError, ConfigIssue, PkiError
 
 # A stuck tool must not hang the doctor; each of these finishes in well under a second.
 COMMAND_TIMEOUT_S = 30.0
+GATEWAY_TIMEOUT_S = 10.0  # for the running gateway's status answer
 SERVICE = "tlsgw.service"
 PROBE_TABLE = "tlsgw_doctor"
 _PROBE = "table {family} {table} {{\n\tchain p {{\n\t\ttype filter hook prerouting priority {priority};\n\t\t{rule}\n\t}}\n}}\n"
@@ -63,7 +67,8 @@ def gather(config_path: str, netns: str | None = None, *, now: dt.datetime | Non
     config, problems = _load(config_path)
     nft_version = _nft_version()
     is_root = os.geteuid() == 0
-    cert_problems, certs = _certificates(config) if config is not None else ((), ())
+    cert_problems, certs, memory_key_references = _certificates(config) if config is not None else ((), (), ())
+    gateway_keys, gateway_silent = _gateway_keys(config) if config is not None else (None, "")
     return HostFacts(
         now=now or dt.datetime.now(dt.timezone.utc),
         config_path=config_path,
@@ -80,6 +85,9 @@ def gather(config_path: str, netns: str | None = None, *, now: dt.datetime | Non
         links=_links(netns),
         certificate_problems=cert_problems,
         certificates=certs,
+        memory_key_references=memory_key_references,
+        gateway_keys=gateway_keys,
+        gateway_silent=gateway_silent,
         service=_service(),
         rules_loaded=_rules_loaded(config, netns) if config is not None and nft_version is not None and is_root
         else False,
@@ -108,13 +116,17 @@ def _load(path: str) -> tuple[GatewayConfig | None, tuple[str, ...]]:
         return None, tuple(str(issue) for issue in exc.issues)
 
 
-def _certificates(config: GatewayConfig) -> tuple[tuple[str, ...], tuple[CertDates, ...]]:
+def _certificates(config: GatewayConfig
+                  ) -> tuple[tuple[str, ...], tuple[CertDates, ...], tuple[ConfigIssue, ...]]:
+    """(unusable references, dates of the usable ones, references to keys kept only in a
+    gateway's memory - `check_certificates`'s warnings)."""
     from gateway.pki.store import CertStore
     from gateway.runtime import check_certificates
 
     problems: tuple[str, ...] = ()
+    memory_key_references: tuple[ConfigIssue, ...] = ()
     try:
-        check_certificates(config)
+        memory_key_references = tuple(check_certificates(config))
     except ConfigError as exc:
         problems = tuple(str(issue) for issue in exc.issues)
     store = CertStore(config.pki.dir)
@@ -129,7 +141,29 @@ def _certificates(config: GatewayConfig) -> tuple[tuple[str, ...], tuple[CertDat
         except PkiError:
             continue  # already among `problems`
         dates.append(CertDates(role, name, cert.certificate.not_valid_after_utc))
-    return problems, tuple(dates)
+    return problems, tuple(dates), memory_key_references
+
+
+def _gateway_keys(config: GatewayConfig) -> tuple[GatewayKeys | None, str]:
+    """What the gateway on the configuration's control socket says it lacks (`tlsgw
+    status`'s `keys.missing`); (None, why) when no gateway answers."""
+    import asyncio
+
+    from gateway.control.protocol import Command, Request
+    from gateway.control.server import ControlSocketError, request
+
+    try:
+        response = asyncio.run(request(config.gateway.control.socket, Request(Command.STATUS),
+                                       timeout=GATEWAY_TIMEOUT_S))
+    except ControlSocketError as exc:
+        return None, str(exc)
+    if not response.ok:
+        return None, f"{config.gateway.control.socket}: {response.error}"
+    keys = response.result.get("keys") if isinstance(response.result, dict) else None
+    if not isinstance(keys, dict) or not isinstance(keys.get("missing"), list):
+        return None, f"{config.gateway.control.socket}: the gateway's status says nothing about keys (older tlsgw?)"
+    return GatewayKeys(tuple(ConfigIssue(str(m.get("path", "")), str(m.get("message", "")))
+                             for m in keys["missing"] if isinstance(m, dict))), ""
 
 
 def _nft_version() -> tuple[int, ...] | None:

@@ -24,6 +24,7 @@ import yaml
 
 from gateway.config.model import DEFAULT_CONFIG_PATH, DEFAULT_CONTROL_SOCKET
 from gateway.control.protocol import Command, ErrorCode, Request, Response
+from gateway.tls.protocol_stats import CLIENT_CIPHER_OTHER, PREFIX, Refusal, ServerFailure
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -46,7 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
     command("status", "mode, fallback state, uptime, policies and sessions of the running gateway")
     p = command("stats", "counters: connections seen, decrypted, not decrypted, bypassed and blocked "
-                         "by reason, handshake failures, bytes")
+                         "by reason, handshake failures, TLS protocol (clientCipherOther, server handshake "
+                         "failures and refusals by reason), bytes")
     p.add_argument("--history", nargs="?", type=int, const=60, metavar="MINUTES",
                    help="also SSL traffic seen vs decrypted per minute, for the last MINUTES (default 60; 0: all)")
     p = command("sessions", "the live sessions")
@@ -217,6 +219,7 @@ def format_stats(stats: Mapping[str, Any]) -> str:
     for side, data in view["handshake_failures"].items():
         detail = ", ".join(f"{k} {v}" for k, v in sorted(data["by_reason"].items()))
         lines.append(f"  {side:<9} {data['total']}" + (f"  ({detail})" if detail else ""))
+    lines += _protocol_lines(view.get("protocol", {}))  # absent from a gateway older than the group
     b = view["bytes"]
     lines.append(f"bytes\n  client->server {b['client_to_server']}  server->client {b['server_to_client']}  "
                  f"decrypted {b['decrypted']}")
@@ -234,6 +237,48 @@ def format_stats(stats: Mapping[str, Any]) -> str:
                                                              max(0, row["seen"] - row["decrypted"]))
             lines.append(f"  {row['minute'][:16]:<32} {row['seen']:>6} {row['decrypted']:>10} {ratio:>6} {bar}{mark}")
     return "\n".join(lines) + "\n"
+
+
+# The stats view's "protocol" group (gateway.tls.protocol_stats) in words. Reasons are
+# listed in the enums' order, so the lines do not move about as the numbers change.
+_SERVER_FAILURE_LABELS = {
+    ServerFailure.NO_SHARED_CIPHER: "no shared cipher",
+    ServerFailure.PROTOCOL_VERSION: "no common version",
+    ServerFailure.CLIENT_CERTIFICATE: "client certificate requested",
+    ServerFailure.CLOSED: "closed by the server",
+    ServerFailure.TIMEOUT: "timed out",
+    ServerFailure.OTHER: "anything else",
+}
+_REFUSAL_LABELS = {
+    Refusal.PROTOCOL_VERSION: "no enabled version",
+    Refusal.CLIENT_CIPHER_OTHER: "no enabled cipher suite",
+    Refusal.PARITY: "weaker than the server",
+    Refusal.CERTIFICATE_REJECTED: "forged certificate rejected",
+    Refusal.CLIENT_HANDSHAKE: "client broke off the handshake",
+    Refusal.TIMEOUT: "timed out",
+}
+_PROTOCOL_GROUPS: tuple[tuple[str, str, Mapping[str, str]], ...] = (
+    ("serverHandshakeFailure.", "server handshake failures", {k.value: v for k, v in _SERVER_FAILURE_LABELS.items()}),
+    ("refused.", "refused to decrypt", {k.value: v for k, v in _REFUSAL_LABELS.items()}),
+)
+_CLIENT_CIPHER_OTHER = CLIENT_CIPHER_OTHER.removeprefix(PREFIX)  # stats_view drops the prefix
+
+
+def _protocol_lines(protocol: Mapping[str, int]) -> list[str]:
+    """The product's npSslInspProtocolStats: the three headline counts always (a 0 says
+    nothing failed), each split by the reasons that are not 0; counters this version does
+    not know are shown by their own names rather than hidden."""
+    rest = dict(protocol)
+    cipher_other = rest.pop(_CLIENT_CIPHER_OTHER, 0)
+    lines = ["TLS protocol",
+             f"  {'client cipher other':<25} {cipher_other}  (clients offering no enabled cipher suite)"]
+    for prefix, title, labels in _PROTOCOL_GROUPS:
+        counts = {name[len(prefix):]: rest.pop(name) for name in list(rest) if name.startswith(prefix)}
+        order = [*labels, *sorted(set(counts) - set(labels))]
+        detail = ", ".join(f"{labels.get(reason, reason)} {counts[reason]}" for reason in order if counts.get(reason))
+        lines.append(f"  {title:<25} {sum(counts.values())}" + (f"  ({detail})" if detail else ""))
+    lines += [f"  {name:<25} {value}" for name, value in sorted(rest.items()) if value]
+    return lines
 
 
 def format_sessions(answer: Mapping[str, Any]) -> str:

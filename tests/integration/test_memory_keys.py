@@ -81,6 +81,13 @@ def reload(env: InterceptionLab, config: dict[str, Any]) -> None:
     assert answer.returncode == 0, answer.stderr
 
 
+def doctor(env: InterceptionLab) -> subprocess.CompletedProcess[str]:
+    """`tlsgw doctor` on the lab's configuration (its control socket), the network side in
+    the gateway's namespace. Other findings about this lab host do not matter here."""
+    return subprocess.run([sys.executable, "-m", "gateway", "doctor", "--config", str(env.config_path),
+                           "--netns", env.lab.gateway_ns], capture_output=True, text=True, timeout=120, check=False)
+
+
 def fingerprint(cert: x509.Certificate | None) -> bytes:
     assert cert is not None
     return cert.fingerprint(cert.signature_hash_algorithm)  # type: ignore[arg-type]
@@ -153,6 +160,11 @@ def test_key_served_from_memory_lost_at_restart_and_imported_again(lab: Intercep
                            capture_output=True, text=True, timeout=60, check=False)
     assert check.returncode == 0  # systemd runs it before every start: no error
     assert "warning: server_proxies[0].certificates[0]" in check.stderr and "tlsgw cert import" in check.stderr
+    report = doctor(lab)  # asks the running gateway, as status does: a problem, with the repair
+    assert report.returncode == 1
+    assert ("FAIL  certificates: server_proxies[0].certificates[0]: certificate 'shop-gw' keeps its private key "
+            "only in the gateway's memory") in report.stdout, report.stdout
+    assert "fix: import it again with the same files: tlsgw cert import shop-gw CERTFILE" in report.stdout
 
     # The same import again repairs it, without touching the store.
     answer = import_key(lab, "shop-gw", issued)
@@ -162,6 +174,8 @@ def test_key_served_from_memory_lost_at_restart_and_imported_again(lab: Intercep
     assert fingerprint(cert) == fingerprint(ours)
     assert "OUT OF SERVICE" not in tlsgw(lab, "status").stdout
     assert IN_MEMORY in cert_cli(lab, "list").stdout
+    report = doctor(lab).stdout
+    assert "shop-gw" not in report and "ok    certificates: the running gateway holds every key" in report, report
 
 
 def test_import_without_a_running_gateway_is_refused(lab: InterceptionLab) -> None:

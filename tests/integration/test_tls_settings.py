@@ -397,6 +397,13 @@ def test_client_offering_only_a_disabled_suite_is_bypassed_and_counted(env: Env)
     assert seen.body == f"hello from {host}\n"
     after = counters(env)
     assert delta(before, after, "protocol.clientCipherOther") == 1
+    # `tlsgw stats` without --json shows the same protocol counters, in words.
+    shown = tlsgw(env.lab, "stats")
+    assert shown.returncode == 0, shown.stderr
+    assert f"\n  client cipher other       {after['protocol.clientCipherOther']}  (" in shown.stdout, shown.stdout
+    refused = sum(v for k, v in after.items() if k.startswith("protocol.refused."))
+    assert re.search(rf"\n  refused to decrypt +{refused}  \(.*\bno enabled cipher suite "
+                     rf"{after['protocol.refused.clientCipherOther']}\b", shown.stdout), shown.stdout
     record = [r for r in env.lab.flow_records(sni=host) if r["server_port"] == RSA_KX_ONLY][-1]
     assert record["outcome"] == "bypassed" and "cipher suite" in record["reason"]
 

@@ -12,18 +12,23 @@ from gateway.appliance.doctor import (
     IP_FORWARD,
     CertDates,
     Finding,
+    GatewayKeys,
     HostFacts,
     LinkFacts,
     Probe,
     ServiceState,
     Severity,
     XtFacts,
+    certificate_at,
     diagnose,
     has_problems,
     render_report,
 )
 from gateway.config.model import GatewayConfig, GatewaySection, NetfilterBackendName, NetfilterSettings, Segment
-from tests.support.steering_samples import one_segment
+from gateway.errors import ConfigIssue
+from gateway.pki.memory_keys import reimport_hint
+from gateway.runtime import missing_key_issues
+from tests.support.steering_samples import WEB1, WEB2, one_segment
 
 NOW = dt.datetime(2030, 6, 1, tzinfo=dt.timezone.utc)
 CONFIG = one_segment()  # bridge br0, segment lan-wan eth1 -> eth2
@@ -197,3 +202,81 @@ def test_gateway_section_default_is_the_sample_shape() -> None:
     """Guards the fixture: the facts above describe `one_segment()`'s bridge and ports."""
     assert isinstance(CONFIG.gateway, GatewaySection) and CONFIG.gateway.bridge == "br0"
     assert (CONFIG.gateway.segments[0].client_port, CONFIG.gateway.segments[0].server_port) == ("eth1", "eth2")
+
+
+# -- keys kept only in the running gateway's memory (pki.persist_keys: false) ---------------------
+
+SIGNING = "client_proxies[0].signing_certificate"  # corp-signing, of client proxy outbound (policy out)
+
+
+def _key_issue(holder: str, config: GatewayConfig = CONFIG) -> ConfigIssue:
+    """Worded as the gateway (`tlsgw status`) and `check-config` word it."""
+    [issue] = missing_key_issues(config, [(SIGNING, "corp-signing", "client", "outbound")], holder=holder)
+    return issue
+
+
+GATEWAY_LACKS = _key_issue("this gateway was not given it since it started")
+STARTING_LACKS = _key_issue("a gateway starting now would not have it (a running one may)")
+
+
+def _key_findings(facts: HostFacts) -> list[Finding]:
+    return [f for f in diagnose(facts) if f.check == "certificates" and "memory" in f.message]
+
+
+def test_key_the_running_gateway_lacks_is_a_problem_with_its_repair() -> None:
+    facts = _healthy(memory_key_references=(STARTING_LACKS,), gateway_keys=GatewayKeys((GATEWAY_LACKS,)))
+    [finding] = _key_findings(facts)
+    assert finding.severity is Severity.PROBLEM and has_problems(diagnose(facts))
+    # The gateway's own words (path, certificate, what is out of service); the repair on the fix line.
+    assert finding.message.startswith(f"{SIGNING}: certificate 'corp-signing' keeps its private key only in")
+    assert "this gateway was not given it" in finding.message
+    assert "client policy 'out' of profile 'default' is out of service" in finding.message
+    assert "tlsgw cert import" not in finding.message
+    assert finding.fix.splitlines()[0] == reimport_hint("corp-signing")
+    text = render_report(diagnose(facts))
+    assert f"FAIL  certificates: {SIGNING}: certificate 'corp-signing'" in text
+    assert "      fix: import it again with the same files: tlsgw cert import corp-signing CERTFILE" in text
+
+
+def test_keys_the_running_gateway_holds_are_ok() -> None:
+    facts = _healthy(memory_key_references=(STARTING_LACKS,), gateway_keys=GatewayKeys(()))
+    assert _not_ok(diagnose(facts)) == []
+    assert [f.severity for f in _key_findings(facts)] == [Severity.OK]
+    assert _key_findings(_healthy(gateway_keys=GatewayKeys(()))) == []  # no such keys: not mentioned
+
+
+def test_keys_a_gateway_starting_now_would_lack_are_a_warning_while_none_runs() -> None:
+    facts = _healthy(memory_key_references=(STARTING_LACKS,), service=ServiceState.INACTIVE,
+                     gateway_silent="/run/tlsgw/control.sock does not exist: is tlsgw running?")
+    [finding] = _key_findings(facts)
+    assert finding.severity is Severity.WARNING
+    assert finding.message.startswith(f"{SIGNING}: certificate 'corp-signing'")
+    assert "a gateway starting now would not have it" in finding.message
+    assert finding.fix == f"start tlsgw, then {reimport_hint('corp-signing')}"
+
+
+def test_silent_running_gateway_is_a_warning_naming_why() -> None:
+    facts = _healthy(memory_key_references=(STARTING_LACKS,), service=ServiceState.ACTIVE,
+                     gateway_silent="/run/tlsgw/control.sock: permission denied")
+    [finding] = _key_findings(facts)
+    assert finding.severity is Severity.WARNING and "permission denied" in finding.message and finding.fix
+
+
+def test_repair_stays_in_the_message_when_the_file_names_another_certificate() -> None:
+    """The running gateway's configuration may not be the file's (not reloaded yet): a
+    path that points at another certificate in the file must not produce a wrong command."""
+    other = dataclasses.replace(CONFIG, client_proxies=(dataclasses.replace(CONFIG.client_proxies[0],
+                                                                            signing_certificate="new-ca"),))
+    [finding] = _key_findings(_healthy(config=other, gateway_keys=GatewayKeys((GATEWAY_LACKS,))))
+    assert finding.severity is Severity.PROBLEM
+    assert finding.message.endswith(reimport_hint("corp-signing")) and "new-ca" not in finding.fix
+
+
+def test_certificate_at_follows_the_paths_the_runtime_names() -> None:
+    config = dataclasses.replace(CONFIG, server_proxies=(WEB1, dataclasses.replace(WEB2, certificates=("a", "b"))))
+    assert certificate_at(config, SIGNING) == "corp-signing"
+    assert certificate_at(config, "server_proxies[1].certificates[1]") == "b"
+    assert certificate_at(config, "server_proxies[2].certificates[0]") is None
+    assert certificate_at(config, "server_proxies[0].certificates[1]") is None
+    assert certificate_at(config, "client_proxies[1].signing_certificate") is None
+    assert certificate_at(config, "trust_stores[0]") is None

@@ -22,6 +22,7 @@ from gateway.control.commands import (
 )
 from gateway.control.protocol import Command, ErrorCode, Response
 from gateway.observability.metrics import stats_view
+from gateway.tls.protocol_stats import Refusal, ServerFailure
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -100,3 +101,45 @@ def test_stats_text_with_history() -> None:
     assert "bypassed by reason\n  limit" in text
     assert "client    1  (untrusted_ca 1)" in text
     assert "2024-01-01T00:00" in text and "60%" in text
+
+
+def _protocol_block(text: str) -> list[str]:
+    lines = text.splitlines()
+    start = lines.index("TLS protocol")
+    return lines[start:start + 1 + next(i for i, line in enumerate(lines[start + 1:]) if not line.startswith("  "))]
+
+
+def test_stats_text_shows_the_protocol_group_in_words_in_a_fixed_order() -> None:
+    """What `tlsgw stats --json` shows under view.protocol, the plain output shows too: the
+    reasons in the enums' order whatever their counts, zero reasons left out, and a counter
+    this version has no words for under its own name rather than hidden."""
+    counters = {"protocol.clientCipherOther": 2, "protocol.refused.clientCipherOther": 2,
+                "protocol.refused.parity": 5, "protocol.refused.timeout": 0,
+                "protocol.serverHandshakeFailure.other": 1, "protocol.serverHandshakeFailure.noSharedCipher": 3,
+                "protocol.serverHandshakeFailure.someNewReason": 1, "protocol.someNewCounter": 4,
+                "protocol.someZeroCounter": 0}
+    assert _protocol_block(format_stats({"view": stats_view(counters)})) == [
+        "TLS protocol",
+        "  client cipher other       2  (clients offering no enabled cipher suite)",
+        "  server handshake failures 5  (no shared cipher 3, anything else 1, someNewReason 1)",
+        "  refused to decrypt        7  (no enabled cipher suite 2, weaker than the server 5)",
+        "  someNewCounter            4",
+    ]
+
+
+def test_stats_text_protocol_group_with_nothing_counted_says_zero() -> None:
+    expected = ["TLS protocol",
+                "  client cipher other       0  (clients offering no enabled cipher suite)",
+                "  server handshake failures 0",
+                "  refused to decrypt        0"]
+    assert _protocol_block(format_stats({"view": stats_view({})})) == expected
+    older = {k: v for k, v in stats_view({}).items() if k != "protocol"}  # a gateway from before the group
+    assert _protocol_block(format_stats({"view": older})) == expected
+
+
+@pytest.mark.parametrize("reason", [*ServerFailure, *Refusal], ids=lambda r: f"{type(r).__name__}.{r.name}")
+def test_every_protocol_reason_has_words(reason: ServerFailure | Refusal) -> None:
+    """A reason added to gateway.tls.protocol_stats without words here shows its counter name."""
+    text = format_stats({"view": stats_view({reason.counter: 1})})
+    line = next(line for line in _protocol_block(text) if line.endswith(" 1)"))
+    assert f"({reason.value} 1)" not in line, line
