@@ -30,7 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="apply the steering rules and serve until stopped")
+    run = sub.add_parser(
+        "run", help="apply the steering rules and serve until stopped",
+        description="Apply the steering rules and serve until stopped. SIGTERM or SIGINT stops it: new "
+                    "flows cross the bridge untouched at once (with fail_mode open), the sessions in flight get up to "
+                    "gateway.drain_timeout seconds (default 10) to finish, then the rules are removed and "
+                    "what is left is cut; a second SIGTERM or SIGINT cuts them at once. SIGHUP reloads.")
     run.add_argument("--config", default=DEFAULT_CONFIG_PATH, help=f"configuration file (default {DEFAULT_CONFIG_PATH})")
     run.add_argument("--no-rules", action="store_true",
                      help="serve without programming netfilter (rules managed elsewhere)")

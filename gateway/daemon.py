@@ -35,9 +35,14 @@ CLI then asks for a reload, so the certificate comes into service all-or-nothing
 are never written or logged. A certificate marked so whose key this process lacks (after
 a restart) takes its proxy out of service (see `gateway.runtime`); every load says so.
 
-On stop (SIGTERM, SIGINT), with `fail_mode: open` the rules go first, then the sessions:
-new flows cross the bridge untouched while in-flight ones are cancelled. With `fail_mode:
-closed` the rules stay; renewals stop and the dead-man switch turns them into drops.
+On stop (SIGTERM, SIGINT) the sessions in flight first get a drain period
+(`gateway.drain_timeout`, `gateway.policy.drain`): new flows cross the bridge untouched at
+once (the fallback above, cause `drain`), the live ones go on until they end, the time is
+up or a second signal comes. With worker processes the count is theirs, and they serve on
+untouched meanwhile: the drain happens in the kernel's steering, which lives here. Then,
+with `fail_mode: open`, the rules go, then what is left of the sessions is cancelled (and
+counted in the log); the workers are stopped by PID last. With `fail_mode: closed` the
+rules stay; renewals stop and the dead-man switch turns them into drops.
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ from gateway.observability.logquery import LogQuery, QueryError
 from gateway.observability.metrics import render_prometheus, stats_view
 from gateway.observability.sessions import SessionTable
 from gateway.pki.memory_keys import keys_from_wire
+from gateway.policy.drain import DRAIN_POLL_INTERVAL, Drain, DrainPlan
 from gateway.policy.fallback import Cause, FallbackState, OverloadDetector
 from gateway.policy.limits import ConcurrencyLimit
 from gateway.proxy.flow import FlowHandler
@@ -172,10 +178,14 @@ class Daemon:
     """The text of the configuration in service: what a worker (re)started gets."""
     started: float = field(default_factory=time.time)
     last_reload: ReloadRecord | None = None
+    drain: Drain | None = None
+    """The drain in progress while stopping (None before and after it)."""
     _kept: set[FlowTuple] = field(default_factory=set)
     _group: asyncio.TaskGroup | None = None
     _kernel_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _stop_now: asyncio.Event = field(default_factory=asyncio.Event)
+    """A second stop signal: end the drain at once."""
 
     def current(self) -> Runtime:
         assert self.runtime is not None
@@ -234,7 +244,7 @@ class Daemon:
                 self.steering = LiveSteering(config, self.steering_state)
                 self.keeper = AliveKeeper(self.steering.table, self.steering.shell)
             for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, self._stop.set)
+                loop.add_signal_handler(signum, self._on_stop_signal, signum)
             loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
             async with asyncio.TaskGroup() as group:
                 self._group = group
@@ -259,8 +269,11 @@ class Daemon:
                     gc_policy.settle_after_startup()
                     self.notifier.ready(status)
                     await self._stop.wait()
-                    logger.info("stopping")
-                    self.notifier.stopping()
+                    left = await self._drain()
+                    if left:
+                        logger.warning("stopping: cutting %d session(s) still in flight", left)
+                    else:
+                        logger.info("stopping: no session in flight")
                 finally:
                     self._leave_rules()
                     if self.tunnels is not None:  # tunnels fail open: the bridge carries them untouched
@@ -290,6 +303,63 @@ class Daemon:
                 slot.sock.close()
             self.log.close()
             self.notifier.close()
+
+    def _on_stop_signal(self, signum: int) -> None:
+        if not self._stop.is_set():
+            self._stop.set()
+        elif self.drain is not None and not self._stop_now.is_set():
+            logger.warning("%s again: ending the drain now", signal.Signals(signum).name)
+            self._stop_now.set()
+
+    async def _drain(self) -> int:
+        """Let the sessions in flight finish while new flows pass untouched, for up to
+        `gateway.drain_timeout` (see `gateway.policy.drain`). Returns how many are still
+        in flight, which the stop then cuts."""
+        gw = self.current().config.gateway
+        plan = DrainPlan.for_stop(gw.drain_timeout, gw.fail_mode, self.steering is not None)
+        live = await self._count_live(DRAIN_POLL_INTERVAL)
+        if not plan.enabled or not live:
+            self.notifier.stopping()
+            return live
+        self.drain = drain = Drain(plan, time.monotonic(), time.time())
+        self.notifier.stopping(f"draining {live} session(s) for up to {plan.timeout:g}s")
+        try:
+            if plan.bypass_new_flows:
+                try:
+                    await self.set_fallback(Cause.DRAIN, True)
+                except TlsgwError as exc:
+                    logger.error("stopping: new flows cannot be turned away from tlsgw (%s); not draining", exc)
+                    return await self._count_live(DRAIN_POLL_INTERVAL)
+                logger.warning("stopping: new flows cross the bridge untouched; waiting up to %gs "
+                               "(gateway.drain_timeout) for %d session(s) in flight; a second SIGTERM or "
+                               "SIGINT ends them at once", plan.timeout, live)
+            else:
+                logger.warning("stopping: waiting up to %gs (gateway.drain_timeout) for %d session(s) in flight; "
+                               "new flows are still inspected meanwhile (%s); a second SIGTERM or SIGINT ends "
+                               "them at once", plan.timeout, live,
+                               "fail_mode closed" if self.steering is not None else "--no-rules")
+            while (end := drain.end(time.monotonic(), live, self._stop_now.is_set())) is None:
+                wait = min(DRAIN_POLL_INTERVAL, drain.remaining(time.monotonic()))
+                try:
+                    await asyncio.wait_for(self._stop_now.wait(), wait)
+                except TimeoutError:
+                    pass
+                live = await self._count_live(max(drain.remaining(time.monotonic()), DRAIN_POLL_INTERVAL))
+            logger.info("drain ended after %.1fs: %s", time.monotonic() - drain.started, end.value)
+            return live
+        finally:
+            self.drain = None
+
+    async def _count_live(self, limit: float) -> int:
+        """Sessions in flight now, the workers' included; a worker slower than `limit`
+        seconds to answer counts with its last report (at most a second old)."""
+        if self.pool is not None:
+            try:
+                async with asyncio.timeout(limit):
+                    await self.pool.refresh()
+            except TimeoutError:
+                pass
+        return self._live_sessions()
 
     def _leave_rules(self) -> None:
         """fail_mode open: remove the rules now. closed: leave them to the dead-man switch."""
@@ -461,6 +531,8 @@ class Daemon:
 
     async def reload(self, role: Role) -> dict[str, Any]:
         """Raises: ControlFailure (config / denied / failed); nothing changed then."""
+        if self._stop.is_set():  # the rules and listeners are on their way out
+            raise ControlFailure(ErrorCode.FAILED, "tlsgw is stopping; start it again to load the configuration")
         async with self._kernel_lock:
             self.notifier.reloading()
             try:
@@ -623,6 +695,8 @@ class Daemon:
             "config": self.config_path,
             "started": _iso(self.started),
             "uptime_s": round(time.time() - self.started, 1),
+            "state": "draining" if self.drain is not None else "stopping" if self._stop.is_set() else "serving",
+            "drain": None if self.drain is None else self.drain.view(time.monotonic()),
             "mode": {
                 "client_inspection": gw.ssl_inspection.client,
                 "server_inspection": gw.ssl_inspection.server,
@@ -741,6 +815,7 @@ class Daemon:
             "sessions_decrypting": self._decrypting(),
             "fallback_manual": 1 if self.fallback.holds(Cause.MANUAL) else 0,
             "fallback_overload": 1 if self.fallback.holds(Cause.OVERLOAD) else 0,
+            "fallback_drain": 1 if self.fallback.holds(Cause.DRAIN) else 0,
         }
         last = None if current is None else {"seen": current.seen, "decrypted": current.decrypted}
         return render_prometheus(counters, gauges, last)

@@ -23,6 +23,13 @@ from gateway.config.model import (
 from gateway.tls.ciphers import needs_security_level_0, select_suites
 
 
+def _drain(timeout: float, fail_mode: str) -> str:
+    if timeout <= 0:
+        return "On stop, sessions in flight are cut at once (drain_timeout 0)"
+    meanwhile = "new flows pass untouched" if fail_mode == "open" else "new flows are still inspected (fail_mode closed)"
+    return f"On stop, sessions in flight get up to {timeout:g}s to finish while {meanwhile}; the rest is cut"
+
+
 def explain(cfg: GatewayConfig) -> str:
     """The configuration as indented lines of text (no trailing newline)."""
     g = cfg.gateway
@@ -39,6 +46,7 @@ def explain(cfg: GatewayConfig) -> str:
         "While tlsgw is not running, the bridge "
         + ("forwards every flow untouched (fail_mode open)" if g.fail_mode.value == "open"
            else "drops the flows tlsgw would inspect (fail_mode closed)"),
+        _drain(g.drain_timeout, g.fail_mode.value),
         f"Control socket {g.control.socket} (group {g.control.group}); metrics "
         + (f"on http://{g.metrics.address}:{g.metrics.port}/metrics" if g.metrics else "endpoint off"),
         _workers(g.workers),

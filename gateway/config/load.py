@@ -31,6 +31,7 @@ from gateway.config.model import (
     BulkCipher,
     CipherSuiteCriteria,
     DEFAULT_CA_FROM_STORE,
+    MAX_DRAIN_TIMEOUT,
     MAX_WORKERS,
     WORKERS_AUTO,
     ClientPolicy,
@@ -324,6 +325,16 @@ class _Reader:
             return None
         return float(value)
 
+    def drain_seconds(self, path: str, value: object) -> float | None:
+        """`gateway.drain_timeout`: unlike the other timeouts, 0 is meaningful (no drain)."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.problem(path, f"expected a number of seconds (0 for no drain), got {_type_name(value)}")
+            return None
+        if not (0 <= value <= MAX_DRAIN_TIMEOUT):  # `not <=` also refuses NaN
+            self.problem(path, f"must be between 0 (no drain) and {MAX_DRAIN_TIMEOUT:g} seconds, got {value}")
+            return None
+        return float(value)
+
     def choice(self, enum_type: type[E]) -> Callable[[str, object], E | None]:
         """A converter for an enum whose members' values are the words the file uses."""
         words = [str(member.value) for member in enum_type]
@@ -603,6 +614,7 @@ def _read_gateway(r: _Reader, node: object, path: str) -> GatewaySection:
         "client_idle_timeout",
         "server_idle_timeout",
         "fail_mode",
+        "drain_timeout",
         "control",
         "metrics",
         "tunnels",
@@ -624,6 +636,7 @@ def _read_gateway(r: _Reader, node: object, path: str) -> GatewaySection:
         client_idle_timeout=r.field(m, path, "client_idle_timeout", r.seconds, d.client_idle_timeout),
         server_idle_timeout=r.field(m, path, "server_idle_timeout", r.seconds, d.server_idle_timeout),
         fail_mode=r.field(m, path, "fail_mode", r.choice(FailMode), d.fail_mode),
+        drain_timeout=r.field(m, path, "drain_timeout", r.drain_seconds, d.drain_timeout),
         control=_read_control(r, m.get("control"), _join(path, "control")),
         metrics=_read_metrics(r, m.get("metrics"), _join(path, "metrics")) if m.get("metrics") is not None else None,
         tunnels=_read_tunnels(r, m.get("tunnels"), _join(path, "tunnels")),

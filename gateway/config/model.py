@@ -154,6 +154,11 @@ class FailMode(enum.Enum):
 DEFAULT_CONTROL_SOCKET = "/run/tlsgw/control.sock"
 DEFAULT_BYPASS_FILE = "/var/lib/tlsgw/bypass"
 DEFAULT_METRICS_PORT = 9598
+# Long enough for most page loads and short downloads to finish, short enough that a
+# restart stays quick; systemd/tlsgw.service's TimeoutStopSec leaves room for it.
+DEFAULT_DRAIN_TIMEOUT = 10.0
+# An upper bound, so that a slip of the finger (36000 for 3600) cannot hold a stop for hours.
+MAX_DRAIN_TIMEOUT = 3600.0
 
 
 class NetfilterBackendName(enum.Enum):
@@ -293,6 +298,10 @@ class GatewaySection:
     fail_mode: FailMode = FailMode.OPEN
     """`open` (default): while tlsgw is not running the bridge forwards everything
     untouched; `closed`: the flows it would inspect are dropped instead."""
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    """Seconds a stop (SIGTERM, SIGINT) waits for the sessions in flight to finish while
+    new flows already bypass tlsgw, before the rules go and what is left is cut; 0: no
+    wait (cut at once). A restart should not kill a running download when it can wait."""
     control: ControlSettings = ControlSettings()
     metrics: MetricsSettings | None = None
     """Prometheus endpoint (`listen: 127.0.0.1:9598`); disabled unless configured."""

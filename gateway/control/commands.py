@@ -178,6 +178,12 @@ def format_status(status: Mapping[str, Any]) -> str:
         f"sessions:   {status['sessions']['active']} live, {status['sessions']['decrypting']} decrypting, "
         f"{status['sessions']['accepted_total']} accepted since start",
     ]
+    drain = status.get("drain")  # absent from a gateway older than the drain
+    if drain:
+        lines.append(f"state:      DRAINING: stopping, {drain['remaining_s']:g}s left of {drain['timeout_s']:g}s "
+                     "for the sessions in flight (a second SIGTERM ends them now)")
+    elif status.get("state") == "stopping":
+        lines.append("state:      STOPPING")
     for worker in status.get("workers") or ():  # issue 8: one line per worker process
         restarts = f", restarted {worker['restarts']}x (last: {worker['last_exit']})" if worker["restarts"] else ""
         lines.append(f"worker {worker['index']}:   pid {worker['pid'] or '-'} {worker['state']}, "

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 from cryptography import x509
 
+from gateway.config.model import DEFAULT_DRAIN_TIMEOUT
 from gateway.lab.demo_pki import PUBLIC_ROOT_NAME, SIGNING_CA_NAME, DemoPki, build_demo_pki
 from gateway.lab.netns import BackgroundProcess
 from gateway.lab.origin import NginxOrigin, OriginOptions, OriginSite
@@ -30,6 +31,9 @@ from gateway.lab.topology import Lab
 
 GATEWAY_READY_TIMEOUT = 20.0  # seconds: Python start-up, key generation, rules, on a loaded 2-core CI box
 READY_LINE = "tlsgw serving"
+# A stop by SIGTERM lasts the drain (gateway.drain_timeout) plus the worker processes'
+# stop and the rules' removal; past that, the lab kills tlsgw.
+GATEWAY_STOP_MARGIN = 15.0
 
 
 class ScenarioError(RuntimeError):
@@ -91,6 +95,8 @@ class InterceptionLab:
     origins: list[NginxOrigin] = field(default_factory=list)
     gateway: BackgroundProcess | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    gateway_stop_grace: float = DEFAULT_DRAIN_TIMEOUT + GATEWAY_STOP_MARGIN
+    """How long `stop_gateway` lets tlsgw stop (drain included) before SIGKILL."""
     remove_workdir: bool = True
     """Delete `workdir` on stop (set False to keep logs for a post-mortem)."""
 
@@ -145,6 +151,8 @@ class InterceptionLab:
     def start_gateway(self, config: dict[str, Any] | None = None) -> BackgroundProcess:
         """Start tlsgw with `config` (default: the base `self.config`, left unchanged)."""
         self.write_config(config)
+        drain = (config if config is not None else self.config).get("gateway", {}).get("drain_timeout")
+        self.gateway_stop_grace = (DEFAULT_DRAIN_TIMEOUT if drain is None else float(drain)) + GATEWAY_STOP_MARGIN
         log = self.workdir / "gateway.log"
         log.write_text("")
         self.gateway = self.lab.spawn(
@@ -176,9 +184,9 @@ class InterceptionLab:
         return self.start_gateway(config)
 
     def stop_gateway(self) -> str:
-        """Stop tlsgw by PID (SIGTERM, so it removes its rules); returns its log."""
+        """Stop tlsgw by PID (SIGTERM, so it drains and removes its rules); returns its log."""
         if self.gateway is not None:
-            self.gateway.stop()
+            self.gateway.stop(self.gateway_stop_grace)
             self.gateway = None
         log = self.workdir / "gateway.log"
         return log.read_text(errors="replace") if log.exists() else ""

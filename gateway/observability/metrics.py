@@ -97,7 +97,7 @@ class _Writer:
 def render_prometheus(counters: Mapping[str, int], gauges: Mapping[str, float],
                       last_minute: Mapping[str, Any] | None = None) -> str:
     """The exposition text. `gauges`: sessions_active, sessions_decrypting, fallback_manual,
-    fallback_overload, uptime_seconds. `last_minute`: the current TrafficHistory row."""
+    fallback_overload, fallback_drain, uptime_seconds. `last_minute`: the current TrafficHistory row."""
     view = stats_view(counters)
     w = _Writer()
     w.family("tlsgw_up", "gauge", "1 while the gateway answers.", [({}, 1)])
@@ -133,7 +133,8 @@ def render_prometheus(counters: Mapping[str, int], gauges: Mapping[str, float],
               ({"kind": "decrypting"}, float(gauges.get("sessions_decrypting", 0)))])
     w.family("tlsgw_fallback", "gauge", "1 while new flows bypass the gateway, by cause.",
              [({"cause": "manual"}, float(gauges.get("fallback_manual", 0))),
-              ({"cause": "overload"}, float(gauges.get("fallback_overload", 0)))])
+              ({"cause": "overload"}, float(gauges.get("fallback_overload", 0))),
+              ({"cause": "drain"}, float(gauges.get("fallback_drain", 0)))])
     if last_minute is not None:
         w.family("tlsgw_traffic_current_minute", "gauge",
                  "SSL traffic seen and decrypted in the minute in progress (connections).",

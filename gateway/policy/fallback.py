@@ -8,7 +8,9 @@ Fallback is engaged while at least one cause holds:
   these in `refused.capacity`). Such a gateway cannot even splice a new flow, so new flows
   are better off bridged untouched. The cause is released once `OVERLOAD_HOLD` seconds
   pass without a new failure - long enough for live sessions to end and free descriptors,
-  short enough that inspection resumes soon after a burst.
+  short enough that inspection resumes soon after a burst;
+- `drain`: tlsgw is stopping and lets the sessions in flight finish (`drain.py`); it
+  lasts until the rules are removed, and `tlsgw bypass off` does not end it.
 
 Whatever the cause, sessions already proxied keep working (see netfilter/fallback.py).
 """
@@ -24,6 +26,7 @@ OVERLOAD_HOLD = 30.0
 class Cause(enum.Enum):
     MANUAL = "manual"
     OVERLOAD = "overload"
+    DRAIN = "drain"
 
 
 @dataclass

@@ -31,6 +31,11 @@ configuration, as PEM over the channel (never through a file, never logged): eve
 `prepare` carries the main process's keys, and a restarted worker gets those of the
 configuration in service.
 
+Stop: the main process drains first (`gateway.drain_timeout`, see `gateway.daemon`). The
+workers know nothing of it: the kernel already lets new flows bypass, the sessions they
+hold go on, and the main process counts them (`refresh`) until none is left or the time
+is up. Then the rules go and each worker gets SIGTERM, which cuts what it still holds.
+
 A worker that exits or stops reporting is restarted with back-off (`backoff.py`), with
 the configuration in service, and its last counts are kept (`aggregate.py`). While it is
 down the kernel gives its share of new connections to the others; the connections it

@@ -7,9 +7,10 @@ kernel spreads new connections over the workers; it appends its flows to the sha
 inspection log (whole lines with one O_APPEND write each, so lines of different workers
 never interleave) and reports its counts every REPORT_INTERVAL.
 
-It stops on SIGTERM (the main process stopping it), when the channel closes (the main
-process is gone), or by SIGKILL from the kernel when the main process dies
-(PR_SET_PDEATHSIG, set in `__main__` before anything else).
+It stops on SIGTERM (the main process stopping it, after its drain: the sessions still
+held then are cut), when the channel closes (the main process is gone), or by SIGKILL
+from the kernel when the main process dies (PR_SET_PDEATHSIG, set in `__main__` before
+anything else).
 
 Error handling: a failed prepare (configuration, certificate store, a port in use) is
 answered as an error and changes nothing; a bug in answering a call is logged and

@@ -1,5 +1,6 @@
 """Fail-open and fallback end to end (issue 6): a real tlsgw on a namespace bridge, killed,
-stopped, bypassed by hand, and in fail-closed mode.
+stopped (with and without a drain of the sessions in flight), bypassed by hand, and in
+fail-closed mode.
 
 "Untouched" is checked the way a client would notice: the TLS handshake verifies against
 the public root alone, which a certificate forged by the gateway never does.
@@ -7,6 +8,7 @@ the public root alone, which a certificate forged by the gateway never does.
 
 from __future__ import annotations
 
+import hashlib
 import signal
 import sys
 import time
@@ -18,12 +20,15 @@ from tests.support.operations import lab_env
 from gateway.lab.scenario import InterceptionLab, environment_ready
 from netfilter.fallback import ALIVE_TIMEOUT
 from tests.support.operations import (
+    Download,
     HeldSession,
+    bulk_body,
     gateway_config,
     nft_table,
     probe_result,
     start_probe,
     tlsgw,
+    wait_for_log,
 )
 
 env = lab_env  # the shared module-scoped lab (tests/support/operations.py)
@@ -34,6 +39,15 @@ pytestmark = [pytest.mark.netns, pytest.mark.skipif(environment_ready() is not N
 HOST = "shop.example"
 # The issue's bound: after a SIGKILL, new connections pass within one second.
 FAIL_OPEN_BOUND = 1.0
+# The drain tests' download: 24 MiB at 4 MiB/s lasts about 6 s, long enough to stop the
+# gateway, look at it and open a new connection while the download is still in flight;
+# and far more than the client's receive buffer (bulk_body caps it) and the gateway's
+# send buffer (4 MiB at most) hold, so most of it crosses the gateway after the signal.
+BULK_MB = 24
+RATE = "4M"
+DRAIN_STARTED = "new flows cross the bridge untouched"
+# Bounds for waits that are not asserted on (a loaded 2-core box).
+EXIT_WAIT = 60.0
 
 
 @pytest.fixture
@@ -155,3 +169,84 @@ def test_fail_closed_drops_steered_flows_while_dead(env: InterceptionLab) -> Non
         env.stop_gateway()
         env.lab.run(env.lab.gateway_ns, ["sh", "-c", "nft delete table bridge tlsgw; nft delete table ip tlsgw"],
                     check=False)
+
+
+def _remove_tables(env: InterceptionLab) -> None:
+    env.lab.run(env.lab.gateway_ns, ["sh", "-c", "nft delete table bridge tlsgw; nft delete table ip tlsgw"],
+                check=False)
+
+
+def test_stop_drains_a_download_in_flight_while_new_flows_pass_untouched(env: InterceptionLab) -> None:
+    """SIGTERM: the download that tlsgw decrypts goes on to its last byte, a connection
+    opened meanwhile meets the origin's own certificate, and then tlsgw leaves by itself,
+    its rules gone."""
+    with bulk_body(env, HOST, BULK_MB) as body:
+        env.start_gateway(gateway_config(env, drain_timeout=EXIT_WAIT))
+        env.clear_logs()
+        try:
+            download = Download(env, HOST, rate=RATE)
+            assert download.wait_in_flight(), download.finish()
+            assert env.gateway is not None
+            process = env.gateway.popen
+            process.send_signal(signal.SIGTERM)
+            assert wait_for_log(env, DRAIN_STARTED), env.gateway.log_tail()
+            status = tlsgw(env, "status")
+            assert "DRAINING" in status.stdout and "ENGAGED (drain)" in status.stdout, status.stdout + status.stderr
+            assert untouched(env)  # new flows bypass tlsgw during the drain
+            assert process.poll() is None and "chain prerouting" in nft_table(env)  # still draining
+            code, received, error = download.finish()
+            assert code == 0, error
+            assert len(received) == len(body) and hashlib.sha256(received).digest() == hashlib.sha256(body).digest()
+            process.wait(timeout=EXIT_WAIT)
+            log = env.stop_gateway()
+        finally:
+            env.stop_gateway()
+            _remove_tables(env)
+    assert process.returncode == 0, log
+    assert "drain ended after" in log and "no session left in flight" in log, log
+    assert "cutting" not in log
+    assert nft_table(env) == ""
+    records = env.flow_records(HOST, wait_for=1)
+    assert [r["outcome"] for r in records] == ["decrypted"]  # the download, by tlsgw; the peek bypassed it
+
+
+def test_no_drain_cuts_the_session_in_flight(env: InterceptionLab) -> None:
+    """`drain_timeout: 0` is the stop of before: rules gone, sessions cut at once."""
+    with bulk_body(env, HOST, BULK_MB) as body:
+        env.start_gateway(gateway_config(env, drain_timeout=0))
+        try:
+            download = Download(env, HOST, rate=RATE)
+            assert download.wait_in_flight(), download.finish()
+            log = env.stop_gateway()
+            code, received, _ = download.finish()
+        finally:
+            env.stop_gateway()
+            _remove_tables(env)
+    assert code != 0 and len(received) < len(body)
+    assert "cutting 1 session(s) still in flight" in log, log
+    assert DRAIN_STARTED not in log
+    assert nft_table(env) == ""
+
+
+def test_second_signal_ends_the_drain_at_once(env: InterceptionLab) -> None:
+    with bulk_body(env, HOST, BULK_MB) as body:
+        env.start_gateway(gateway_config(env, drain_timeout=EXIT_WAIT))
+        try:
+            download = Download(env, HOST, rate=RATE)
+            assert download.wait_in_flight(), download.finish()
+            assert env.gateway is not None
+            process = env.gateway.popen
+            process.send_signal(signal.SIGTERM)
+            assert wait_for_log(env, DRAIN_STARTED), env.gateway.log_tail()
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=EXIT_WAIT)  # well before the drain's own end (not asserted on)
+            code, received, _ = download.finish()
+            log = env.stop_gateway()
+        finally:
+            env.stop_gateway()
+            _remove_tables(env)
+    assert "SIGINT again: ending the drain now" in log and "drain ended after" in log, log
+    assert "a second stop signal" in log and "cutting 1 session(s) still in flight" in log, log
+    assert code != 0 and len(received) < len(body)
+    assert nft_table(env) == ""
+

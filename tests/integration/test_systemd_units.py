@@ -75,3 +75,15 @@ def test_every_capability_says_why() -> None:
     assert capabilities and "CAP_SYS_ADMIN" not in capabilities
     for capability in capabilities:
         assert f"#   {capability}" in text, f"{capability} has no comment saying why it is needed"
+
+
+def test_stop_timeout_leaves_room_for_the_drain() -> None:
+    """systemd must not SIGKILL tlsgw in the middle of a default drain: the drain, then the
+    worker processes' stop grace, with room left for removing the rules."""
+    from gateway.config.model import DEFAULT_DRAIN_TIMEOUT
+    from gateway.workers.pool import STOP_GRACE
+
+    value = settings("tlsgw.service")["TimeoutStopSec"]
+    assert len(value) == 1 and value[0].endswith("s") and value[0][:-1].isdigit(), value
+    assert int(value[0][:-1]) >= DEFAULT_DRAIN_TIMEOUT + STOP_GRACE + 10
+    assert "drain_timeout" in (SYSTEMD_DIR / "tlsgw.service").read_text().split("TimeoutStopSec=")[0]

@@ -1,10 +1,12 @@
 """Worker processes (issue 8, `gateway.workers: 2`) in the lab: connections spread over both
 workers, counters and sessions summed by the main process, reload reaching every worker
-(or none), a killed worker restarted, and no worker outliving the gateway."""
+(or none), a killed worker restarted, no worker outliving the gateway, and a stop that
+drains the workers' sessions before it stops them."""
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import signal
@@ -17,7 +19,16 @@ from typing import Any
 import pytest
 
 from gateway.lab.scenario import InterceptionLab, environment_ready
-from tests.support.operations import HeldSession, gateway_config, lab_env, nft_table, tlsgw
+from tests.support.operations import (
+    Download,
+    HeldSession,
+    bulk_body,
+    gateway_config,
+    lab_env,
+    nft_table,
+    tlsgw,
+    wait_for_log,
+)
 
 env = lab_env  # the shared module-scoped lab (tests/support/operations.py)
 
@@ -205,6 +216,37 @@ def test_stopping_the_gateway_stops_every_worker(env: InterceptionLab) -> None:
         log = env.stop_gateway()
     assert not any(alive(p) for p in pids)
     assert "Traceback" not in log
+
+
+def test_stop_drains_the_sessions_of_the_workers(env: InterceptionLab) -> None:
+    """The sessions live in the workers: SIGTERM to the main process lets a worker's
+    download finish (new flows already bypass), and only then are the workers stopped."""
+    # 24 MiB at 4 MiB/s: about 6 s, far more than the socket buffers on the way hold.
+    with bulk_body(env, HOST, 24) as body:
+        env.start_gateway(gateway_config(env, workers=2, drain_timeout=60))
+        try:
+            pids = worker_pids(env)
+            download = Download(env, HOST, rate="4M")
+            assert download.wait_in_flight(), download.finish()
+            assert env.gateway is not None
+            process = env.gateway.popen
+            process.send_signal(signal.SIGTERM)
+            assert wait_for_log(env, "new flows cross the bridge untouched"), env.gateway.log_tail()
+            answer = status(env)
+            assert answer["state"] == "draining" and answer["sessions"]["active"] == 1
+            assert all(alive(p) for p in pids)  # still serving the download
+            cert, _ = env.peek_certificate(HOST)
+            assert cert is not None and "Signing CA" not in cert.issuer.rfc4514_string()  # new flows bypass
+            code, received, error = download.finish()
+            process.wait(timeout=WAIT)
+            log = env.stop_gateway()
+        finally:
+            env.stop_gateway()
+    assert code == 0, error
+    assert hashlib.sha256(received).digest() == hashlib.sha256(body).digest()
+    assert "no session left in flight" in log and "cutting" not in log, log
+    assert not any(alive(p) for p in pids)
+    assert nft_table(env) == ""
 
 
 def test_workers_die_with_a_killed_gateway(env: InterceptionLab) -> None:

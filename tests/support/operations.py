@@ -1,9 +1,11 @@
 """Helpers for the issue 6 integration tests: the control CLI against a lab gateway,
-an untouched-path probe, and a long-lived TLS session held open in the client namespace.
+an untouched-path probe, a long-lived TLS session held open in the client namespace, and a
+slow download to have in flight while the gateway stops.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import queue
 import subprocess
@@ -16,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from gateway.lab.origin import write_bulk_file
 from gateway.lab.scenario import InterceptionLab
 
 # Runs in the client namespace. Repeats fresh connection attempts until one reaches the
@@ -139,6 +142,74 @@ class HeldSession:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+# The client's TCP receive buffer while a slow download runs: small, so that the body
+# cannot wait there whole (autotuning would grow it to 32 MiB on these kernels) and most
+# of it must still cross the gateway after whatever the test does to the gateway.
+CLIENT_RMEM_MAX = 256 * 1024
+
+
+@contextlib.contextmanager
+def bulk_body(lab: InterceptionLab, host: str, size_mb: int) -> Iterator[bytes]:
+    """`host`'s origin serves `size_mb` MiB at /bulk meanwhile (empty again afterwards, as
+    the shared lab's origins start), and the client namespace's receive buffers are capped
+    at CLIENT_RMEM_MAX; yields the body the origin serves."""
+    path = lab.origin_for(host).paths.bulk_file
+    rmem = "net.ipv4.tcp_rmem"
+    before = lab.lab.run(lab.lab.client_ns, ["sysctl", "-n", rmem]).stdout.split()
+    write_bulk_file(path, size_mb)
+    try:
+        lab.lab.run(lab.lab.client_ns, ["sysctl", "-qw", f"{rmem}={before[0]} {before[1]} {CLIENT_RMEM_MAX}"])
+        yield path.read_bytes()
+    finally:
+        lab.lab.run(lab.lab.client_ns, ["sysctl", "-qw", f"{rmem}={' '.join(before)}"], check=False)
+        write_bulk_file(path, 0)
+
+
+def wait_for_log(lab: InterceptionLab, text: str, timeout: float = 15.0) -> bool:
+    """Whether the gateway's log shows `text` within `timeout` seconds (bounded wait)."""
+    log = lab.workdir / "gateway.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and text in log.read_text(errors="replace"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class Download:
+    """A rate-limited HTTPS download in the client namespace (curl, to a file), so that it
+    is still in flight while the test does something to the gateway."""
+
+    def __init__(self, lab: InterceptionLab, host: str, path: str = "/bulk", rate: str = "512k",
+                 max_time: float = 60.0) -> None:
+        self.output = lab.workdir / f"download-{time.monotonic_ns()}.bin"
+        argv = ["ip", "netns", "exec", lab.lab.client_ns, "curl", "-sS", "--max-time", str(int(max_time)),
+                "--cacert", str(lab.client_bundle), "--limit-rate", rate, "-o", str(self.output),
+                f"https://{host}{path}"]
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.max_time = max_time
+
+    def wait_in_flight(self, min_bytes: int = 64 * 1024, timeout: float = 15.0) -> bool:
+        """True once part of the body arrived and curl still runs (bounded wait)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            if self.output.exists() and self.output.stat().st_size >= min_bytes:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def finish(self) -> tuple[int, bytes, str]:
+        """curl's exit code, the bytes it wrote and its error text."""
+        try:
+            _, err = self.process.communicate(timeout=self.max_time + 10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            _, err = self.process.communicate()
+        body = self.output.read_bytes() if self.output.exists() else b""
+        self.output.unlink(missing_ok=True)
+        return self.process.returncode, body, err.strip()
 
 
 def start_probe(lab: InterceptionLab, host: str, budget: float = 10.0) -> subprocess.Popen[str]:

@@ -11,6 +11,7 @@ import yaml
 
 from gateway.config.load import load_config, parse_config
 from gateway.config.model import (
+    DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_KEY_EXCHANGES,
     DEFAULT_MACS,
     BulkCipher,
@@ -199,6 +200,11 @@ BAD_CONFIGS: list[tuple[list[tuple[str, object]], list[str]]] = [
         [("gateway.handshake_timeout", 0), ("gateway.idle_timeout", -1)],
         ["gateway.handshake_timeout", "gateway.idle_timeout"],
     ),
+    ([("gateway.drain_timeout", -1)], ["gateway.drain_timeout"]),
+    ([("gateway.drain_timeout", 3601)], ["gateway.drain_timeout"]),
+    ([("gateway.drain_timeout", "10s")], ["gateway.drain_timeout"]),
+    ([("gateway.drain_timeout", True)], ["gateway.drain_timeout"]),
+    ([("gateway.drain_timeout", float("nan"))], ["gateway.drain_timeout"]),
     ([("gateway.inspection_log", "inspection.jsonl")], ["gateway.inspection_log"]),
     ([("server_proxies[0].certificates", [])], ["server_proxies[0].certificates"]),
     ([("server_proxies[0].certificates", [f"c{i}" for i in range(1001)])], ["server_proxies[0].certificates"]),
@@ -459,3 +465,17 @@ def test_tls_settings_default_to_forward_secret_suites_without_3des() -> None:
         assert not {BulkCipher.TRIPLE_DES, BulkCipher.DES} & set(proxy.cipher_suites.bulk)
     client = config.client_proxies[0]
     assert (client.client_certificate_bypass_seconds, client.pinning_failures) == (3600.0, 3)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, DEFAULT_DRAIN_TIMEOUT), (0, 0.0), (2.5, 2.5), (3600, 3600.0)])
+def test_drain_timeout_takes_seconds_and_zero(value: object, expected: float) -> None:
+    """0 is valid here, unlike the other timeouts: it means no drain (cut at once)."""
+    edits = [] if value is None else [("gateway.drain_timeout", value)]
+    assert parse_config(config_with(*edits)).gateway.drain_timeout == expected
+
+
+def test_bad_drain_timeout_says_what_is_allowed() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(config_with(("gateway.drain_timeout", -5)), source="x.yaml")
+    assert str(caught.value.issues[0]) == (
+        "gateway.drain_timeout: must be between 0 (no drain) and 3600 seconds, got -5")

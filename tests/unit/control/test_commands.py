@@ -88,6 +88,16 @@ def test_status_text() -> None:
     assert "fallback:   ENGAGED (manual)" in text
     assert "policy:     p/client/out -> o (enabled, locked)" in text
     assert "REFUSED: gateway.bridge: bad" in text
+    assert "state:" not in text  # serving: nothing to say
+
+
+def test_status_text_while_draining() -> None:
+    draining = {**STATUS, "state": "draining", "fallback": {"engaged": True, "causes": {"drain": 2.0}, "kept_tuples": 1},
+                "drain": {"since": 2.0, "timeout_s": 10.0, "remaining_s": 7.5, "new_flows_bypass": True}}
+    text = format_status(draining)
+    assert "state:      DRAINING: stopping, 7.5s left of 10s" in text
+    assert "fallback:   ENGAGED (drain)" in text
+    assert "state:      STOPPING" in format_status({**STATUS, "state": "stopping", "drain": None})
 
 
 def test_stats_text_with_history() -> None:
