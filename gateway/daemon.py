@@ -73,7 +73,7 @@ from gateway.observability.logquery import LogQuery, QueryError
 from gateway.observability.metrics import render_prometheus, stats_view
 from gateway.observability.sessions import SessionTable
 from gateway.pki.memory_keys import keys_from_wire
-from gateway.policy.drain import DRAIN_POLL_INTERVAL, Drain, DrainPlan
+from gateway.policy.drain import DRAIN_POLL_INTERVAL, Drain, DrainEnd, DrainPlan
 from gateway.policy.fallback import Cause, FallbackState, OverloadDetector
 from gateway.policy.limits import ConcurrencyLimit
 from gateway.proxy.flow import FlowHandler
@@ -345,10 +345,27 @@ class Daemon:
                 except TimeoutError:
                     pass
                 live = await self._count_live(max(drain.remaining(time.monotonic()), DRAIN_POLL_INTERVAL))
+            if end is DrainEnd.EMPTY and plan.bypass_new_flows:
+                await self._linger(drain)
             logger.info("drain ended after %.1fs: %s", time.monotonic() - drain.started, end.value)
             return live
         finally:
             self.drain = None
+
+    async def _linger(self, drain: Drain) -> None:
+        """Every session has ended, but a socket closed last may still be sending its final
+        bytes (a server that closed first: the end of its response is in our send queue).
+        Its tuple stays in the kept set while it delivers (`netfilter.connections`); wait
+        for the kept set to empty, within what is left of the drain, before the rules go."""
+        while drain.remaining(time.monotonic()) > 0 and not self._stop_now.is_set():
+            await self._reconcile_kept()
+            if not self._kept:
+                return
+            try:
+                await asyncio.wait_for(self._stop_now.wait(), min(DRAIN_POLL_INTERVAL,
+                                                                  drain.remaining(time.monotonic())))
+            except TimeoutError:
+                pass
 
     async def _count_live(self, limit: float) -> int:
         """Sessions in flight now, the workers' included; a worker slower than `limit`
@@ -444,7 +461,7 @@ class Daemon:
         async with self._kernel_lock:
             if self.steering is None:
                 return
-            now = set(await asyncio.to_thread(own_flow_tuples, self._worker_pids()))
+            now = set(await asyncio.to_thread(own_flow_tuples, self._worker_pids(), frozenset(self._kept)))
             wanted = now if self.fallback.engaged else now & self._kept
             add, remove = wanted - self._kept, self._kept - wanted
             if add or remove:

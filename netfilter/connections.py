@@ -10,6 +10,12 @@ port. That single rule covers the client legs (client -> original server address
 TPROXY made the local address) and the upstream legs (server -> the client's address,
 to which the upstream socket is bound).
 
+A socket tlsgw has closed may still have work: unsent data in its send queue, or its
+FIN not yet acknowledged (FIN_WAIT1, CLOSING, LAST_ACK). The kernel keeps it as an orphan
+with no owner (inode 0), so the owner test cannot see it; its packets must still come
+here or the last bytes of a response are lost when a fallback or a stop's drain lets go.
+A tuple the caller already keeps therefore stays kept while its orphan is delivering.
+
 `parse_proc_net_tcp` is pure; `own_flow_tuples` is the reader (a few tens of
 milliseconds for 20,000 sockets; the daemon runs it in a worker thread).
 """
@@ -28,6 +34,8 @@ from netfilter.fallback import FlowTuple
 # entries carry no inode (no owner). Every other state still exchanges packets - the
 # half-closed ones included, so a session closing during a fallback completes its close.
 _NO_PEER_STATES = frozenset({0x07, 0x0A})
+# Closed by their owner, still sending (data or FIN) and waiting for the peer's ACK.
+_DELIVERING_ORPHAN_STATES = frozenset({0x04, 0x09, 0x0B})  # FIN_WAIT1, LAST_ACK, CLOSING
 _STATE_NAMES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
                 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING"}
 
@@ -68,10 +76,18 @@ def parse_proc_net_tcp(text: str, byteorder: str = sys.byteorder) -> list[TcpSoc
     return sockets
 
 
-def flow_tuples(sockets: Iterable[TcpSocket], inodes: frozenset[int]) -> list[FlowTuple]:
-    """Inbound tuples of the connected sockets whose inode is in `inodes` (pure)."""
-    return sorted({s.inbound() for s in sockets
-                   if s.inode in inodes and s.inode != 0 and s.state not in _NO_PEER_STATES})
+def flow_tuples(sockets: Iterable[TcpSocket], inodes: frozenset[int],
+                kept: frozenset[FlowTuple] = frozenset()) -> list[FlowTuple]:
+    """Inbound tuples of the connected sockets whose inode is in `inodes`, and of the
+    orphans still delivering whose tuple is in `kept` (pure)."""
+    found = set()
+    for s in sockets:
+        if s.inode != 0:
+            if s.inode in inodes and s.state not in _NO_PEER_STATES:
+                found.add(s.inbound())
+        elif s.state in _DELIVERING_ORPHAN_STATES and kept and s.inbound() in kept:
+            found.add(s.inbound())
+    return sorted(found)
 
 
 def own_socket_inodes(fd_dir: str = "/proc/self/fd") -> frozenset[int]:
@@ -86,9 +102,10 @@ def own_socket_inodes(fd_dir: str = "/proc/self/fd") -> frozenset[int]:
     return frozenset(found)
 
 
-def own_flow_tuples(worker_pids: Iterable[int] = ()) -> list[FlowTuple]:
+def own_flow_tuples(worker_pids: Iterable[int] = (), kept: frozenset[FlowTuple] = frozenset()) -> list[FlowTuple]:
     """The inbound tuples of every connected TCP socket of this process and of its worker
-    processes (issue 8: with `gateway.workers` above one, the sessions live there)."""
+    processes (issue 8: with `gateway.workers` above one, the sessions live there), and
+    of the closed ones among `kept` that are still delivering."""
     inodes = own_socket_inodes()
     for pid in worker_pids:
         try:
@@ -96,4 +113,4 @@ def own_flow_tuples(worker_pids: Iterable[int] = ()) -> list[FlowTuple]:
         except OSError:  # exited meanwhile: its sockets are gone with it
             continue
     with open("/proc/self/net/tcp", encoding="ascii") as table:
-        return flow_tuples(parse_proc_net_tcp(table.read()), inodes)
+        return flow_tuples(parse_proc_net_tcp(table.read()), inodes, kept)

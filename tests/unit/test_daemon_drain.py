@@ -119,3 +119,33 @@ def test_no_reload_while_stopping() -> None:
     with pytest.raises(ControlFailure) as caught:
         asyncio.run(d.reload(Role.ADMIN))
     assert "stopping" in caught.value.message
+
+
+def test_drain_lingers_while_a_closed_socket_still_delivers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last session has ended, but its socket is an orphan still sending the end of a
+    response: its tuple stays kept (netfilter.connections), and the rules wait for it."""
+    d = daemon(60.0)
+    session = d.sessions.open("lan-wan", ("192.0.2.10", 40000), ("192.0.2.20", 443))
+    leg = FlowTuple("192.0.2.10", 40000, "192.0.2.20", 443)
+    delivering = [True]
+
+    def kernel(worker_pids: Iterable[int] = (), kept: frozenset[FlowTuple] = frozenset()) -> list[FlowTuple]:
+        return [leg] if delivering[0] and (leg in kept or not kept) else []
+
+    monkeypatch.setattr("gateway.daemon.own_flow_tuples", kernel)
+
+    async def scenario() -> int:
+        d._on_stop_signal(signal.SIGTERM)
+        drain = asyncio.create_task(d._drain())
+        for _ in range(200):
+            if d.drain is not None and d.steering.engaged:  # type: ignore[union-attr]
+                break
+            await asyncio.sleep(0.01)
+        d.sessions.close(session)
+        await asyncio.sleep(0.6)  # several polls with no session left
+        assert not drain.done() and d._kept == {leg}
+        delivering[0] = False  # acknowledged: the orphan is gone
+        return await asyncio.wait_for(drain, 10)
+
+    assert asyncio.run(scenario()) == 0
+    assert d._kept == set()

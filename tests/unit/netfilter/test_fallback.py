@@ -189,3 +189,22 @@ def test_own_connected_sockets_become_inbound_tuples() -> None:
     TIME_WAIT leftovers or other processes' sockets."""
     sockets = parse_proc_net_tcp(PROC_NET_TCP, byteorder="little")
     assert flow_tuples(sockets, frozenset({1001, 1002, 1003, 0})) == [CLIENT_LEG, UPSTREAM_LEG]
+
+
+# Sockets closed by tlsgw that the kernel still holds as orphans (inode 0): the client leg
+# in FIN_WAIT1 (its last bytes or FIN not yet acknowledged), another kept one in
+# FIN_WAIT2 (all acknowledged: nothing more to deliver), and a LAST_ACK orphan that tlsgw
+# never kept (someone else's).
+ORPHANS = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 140200C0:01BB 0A0200C0:9C40 04 00004000:00000000 01:00000020 00000000     0        0 0 1 0 20 4 30 10 -1
+   1: 140200C0:01BB 0A0200C0:9C41 05 00000000:00000000 00:00000000 00000000     0        0 0 1 0 20 4 30 10 -1
+   2: 140200C0:01BB 0A0200C0:9C42 09 00000000:00000000 01:00000020 00000000     0        0 0 1 0 20 4 30 10 -1
+"""
+
+
+def test_orphans_still_delivering_stay_kept_and_no_others() -> None:
+    sockets = parse_proc_net_tcp(ORPHANS, byteorder="little")
+    done = FlowTuple("192.0.2.10", 40001, "192.0.2.20", 443)
+    assert flow_tuples(sockets, frozenset(), frozenset({CLIENT_LEG, done})) == [CLIENT_LEG]
+    assert flow_tuples(sockets, frozenset()) == []  # an orphan never becomes kept by itself
