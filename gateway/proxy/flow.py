@@ -130,9 +130,12 @@ def _name_of(name: x509.Name) -> str:
     return name.rfc4514_string()
 
 
+@functools.lru_cache(maxsize=1024)
 def certificate_names(cert: x509.Certificate) -> tuple[str, ...]:
     """DNS names of the SAN, or the CN when there is no SAN (as browsers no longer do, but
-    for exemption matching only: being generous here can only keep a site undecrypted)."""
+    for exemption matching only: being generous here can only keep a site undecrypted).
+    Cached by certificate: every connection without SNI asks, and parsing the extension
+    showed in the handshake profile (issue 8)."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         return tuple(san.get_values_for_type(x509.DNSName))
