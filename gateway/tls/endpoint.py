@@ -229,8 +229,11 @@ class TlsEndpoint:
         except (BlockingIOError, InterruptedError):
             return False
         self._burst += sent
-        while sent > 0:  # consume what went out
-            sent -= lib.BIO_read(self._from_ssl, _SCRATCH, min(sent, CHUNK))
+        while sent > 0:  # consume what went out (the BIO holds at least that much)
+            taken = lib.BIO_read(self._from_ssl, _SCRATCH, min(sent, CHUNK))
+            if taken <= 0:
+                raise TlsFailure("outgoing TLS buffer shorter than what was sent")
+            sent -= taken
         return lib.BIO_get_mem_data(self._from_ssl, _DATA) <= 0
 
     def trim(self, always: bool = False) -> bool:
