@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from OpenSSL import SSL, crypto
-from OpenSSL._util import lib
+from OpenSSL._util import ffi, lib
 
 from gateway.config.model import ClientProxy, CipherSuiteCriteria, ServerProxy, TlsVersion
 from gateway.pki.store import StoredCert
@@ -90,11 +90,6 @@ OP_NO_ENCRYPT_THEN_MAC = 1 << 19
 
 # Compression (CRIME) and renegotiation (a second, uninspected handshake) are refused.
 _COMMON_OPTIONS = SSL.OP_NO_COMPRESSION | getattr(SSL, "OP_NO_RENEGOTIATION", 0)
-
-# SSL_state_string_long() of TLS_ST_CR_CERT_REQ: the client state after reading a
-# CertificateRequest, in TLS 1.2 (before ServerHelloDone) and TLS 1.3 (in the encrypted
-# flight) alike. Unchanged from OpenSSL 1.1.1 to 4.0.
-_CERTIFICATE_REQUEST_STATE = b"SSLv3/TLS read server certificate request"
 
 # Upstream context variants kept at once. Offers follow what clients send; a network has
 # a handful of distinct client stacks, and a client sending random cipher lists must not
@@ -166,11 +161,21 @@ class UpstreamLegState:
     certificate_requested: bool = False
 
 
-def _note_handshake_state(connection: SSL.Connection, where: int, _ret: int) -> None:
-    if where & SSL.SSL_CB_LOOP and connection.get_state_string() == _CERTIFICATE_REQUEST_STATE:
-        state = connection.get_app_data()
+@ffi.callback("int(SSL *, void *)")
+def _certificate_requested(ssl: object, _arg: object) -> int:
+    """OpenSSL calls a client's cert_cb only when the server has sent a CertificateRequest
+    (TLS 1.2 and 1.3 alike), so this is the exact moment to note it. An info callback
+    would do too, but it runs some 23 times per handshake through pyOpenSSL's Python
+    wrapper (issue 8: handshake CPU). Returning 1 carries on without a certificate, as
+    tlsgw has none to give; nothing may raise across into OpenSSL."""
+    try:
+        connection = SSL.Connection._reverse_mapping.get(ssl)
+        state = connection.get_app_data() if connection is not None else None
         if isinstance(state, UpstreamLegState):
             state.certificate_requested = True
+    except Exception:  # noqa: BLE001 - a callback from C: log-free, never raise
+        pass
+    return 1
 
 
 def build_upstream_context(settings: TlsSettings | tuple[TlsVersion, ...],
@@ -184,7 +189,7 @@ def build_upstream_context(settings: TlsSettings | tuple[TlsVersion, ...],
     else:
         _configure(context, offer.min_version, offer.max_version, offer.selection, settings.encrypt_then_mac)
     context.set_verify(SSL.VERIFY_NONE)
-    context.set_info_callback(_note_handshake_state)
+    lib.SSL_CTX_set_cert_cb(context._context, _certificate_requested, ffi.NULL)
     return context
 
 
@@ -215,7 +220,7 @@ def server_requested_client_certificate(connection: SSL.Connection) -> bool:
     completes, and the server's "certificate required" alert only arrives on the first
     read. So check right after the handshake either way, before relaying anything.
     Only connections from `new_upstream_connection` on a context from
-    `build_upstream_context` are observed (the info callback records the state);
+    `build_upstream_context` are observed (the cert_cb records the request);
     `get_client_ca_list()` alone cannot tell, since servers may send an empty CA list.
     """
     state = connection.get_app_data()
